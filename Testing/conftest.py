@@ -1,0 +1,34 @@
+"""Shared fixtures. `shared_dir` follows ../shared/README.md: skip where absent, fail under CI=true."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _shared_dir() -> Path:
+    return Path(os.environ.get("XRAYVOS_SHARED_DIR", REPO_ROOT.parent / "shared")).resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    path = _shared_dir()
+    if not (path / "data").is_dir():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"shared data folder {path} is missing under CI=true")
+        pytest.skip(f"shared data folder {path} is absent (set XRAYVOS_SHARED_DIR)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def phantom_dir(shared_dir: Path) -> Path:
+    return shared_dir / "data" / "xa-phantom"
+
+
+@pytest.fixture(scope="session")
+def pretrained_mobilenet(shared_dir: Path) -> Path:
+    return shared_dir / "pretrained" / "mobilenet_v2-b0353104.pth"

@@ -1,0 +1,3 @@
+from XRayVOSLib.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,127 @@
+"""Runs the network over a cine: passes from each support, keyframe memory, merge of the passes.
+
+Frames are fetched one at a time (a lazy Cine works), padded to a multiple of 16, and each frame's result
+is released as soon as every pass that covers it has run. Between two supports the first pass's
+probabilities wait, quantised to uint8, for the second: that is the only per-frame state kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterator, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from XRayVOSLib.errors import CancelledError
+from XRayVOSLib.inference.accelerate import AcceleratedNetwork
+from XRayVOSLib.inference.memory import MemoryBank
+from XRayVOSLib.inference.merge import labels_to_onehot, plan_passes, probabilities_to_labels, support_weight
+from XRayVOSLib.model.matching import memory_readout
+from XRayVOSLib.model.network import LocalMatchingNetwork, QueryFeatures, soft_aggregate
+from XRayVOSLib.model.normalize import intensity_range, to_unit_range
+
+PAD_MULTIPLE = 16
+
+
+@dataclass
+class EngineSettings:
+    matching: str = "local"
+    window: int = 15
+    memory_every: int = 6
+    max_keyframes: int = 5
+    top_k: int | None = None
+
+
+class InferenceEngine:
+    def __init__(self, network: LocalMatchingNetwork, device: torch.device, settings: EngineSettings,
+                 accelerate: bool = True) -> None:
+        self.network = network.to(device).eval()
+        self.device = device
+        self.settings = settings
+        # TorchScript fusion pays off on CPU; on CUDA autocast fp16 does the work.
+        self.accel = AcceleratedNetwork(self.network, enabled=accelerate and device.type == "cpu")
+
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    def _frame_tensor(self, frame01: np.ndarray) -> torch.Tensor:
+        h, w = frame01.shape
+        x = torch.from_numpy(np.ascontiguousarray(frame01, dtype=np.float32)).to(self.device)[None, None]
+        ph, pw = (-h) % PAD_MULTIPLE, (-w) % PAD_MULTIPLE
+        return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+
+    def _pad_masks(self, masks: np.ndarray, padded: tuple[int, int]) -> torch.Tensor:
+        m = torch.from_numpy(masks).to(self.device)[None]
+        return F.pad(m, (0, padded[1] - m.shape[-1], 0, padded[0] - m.shape[-2]))
+
+    def _encode(self, frame01: np.ndarray) -> QueryFeatures:
+        return self.accel.encode_query(self._frame_tensor(frame01))
+
+    def _segment(self, q: QueryFeatures, memory: MemoryBank, size: tuple[int, int]) -> torch.Tensor:
+        keys, values = memory.tensors()
+        s = self.settings
+        readout = memory_readout(q.key, keys, values.to(q.key.dtype), s.matching, s.window, s.top_k)
+        _, probs = soft_aggregate(self.accel.decode(readout, q))
+        return probs[0, :, : size[0], : size[1]]  # K+1, H, W (background first), padding cropped
+
+    @torch.inference_mode()
+    def run(
+        self,
+        frames: np.ndarray,
+        supports: Mapping[int, np.ndarray],
+        object_ids: list[int],
+        progress: Callable[[int, int], None] | None = None,
+        cancel=None,
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (frame index, label map) as frames finish; supports first, exactly as given."""
+        num_frames = len(frames)
+        value_range = intensity_range(frames)
+        unit = lambda t: to_unit_range(np.asarray(frames[t]), value_range)  # noqa: E731
+        size = tuple(np.asarray(frames[0]).shape)
+        passes = plan_passes(num_frames, list(supports))
+        total = sum(len(p.targets) for p in passes)
+        expected = np.zeros(num_frames, dtype=np.int32)
+        for p in passes:
+            expected[list(p.targets)] += 1
+        pending: dict[int, np.ndarray] = {}
+        arrived = np.zeros(num_frames, dtype=np.int32)
+
+        for t in sorted(supports):
+            yield t, supports[t]
+        memory = MemoryBank(max_keyframes=self.settings.max_keyframes)
+        with self._autocast():
+            for t in sorted(supports):
+                if cancel is not None and cancel.is_set():
+                    raise CancelledError("propagation cancelled")
+                q = self._encode(unit(t))
+                onehot = labels_to_onehot(supports[t], object_ids)[1:]  # K, H, W
+                value = self.accel.encode_value(q, self._pad_masks(onehot, tuple(q.image.shape[-2:])))
+                memory.add(t, q.key[0], value[0], is_support=True)
+            done = 0
+            for p in passes:
+                memory.clear_keyframes()
+                for step, t in enumerate(p.targets, start=1):
+                    if cancel is not None and cancel.is_set():
+                        raise CancelledError(f"propagation cancelled at frame {t}")
+                    q = self._encode(unit(t))
+                    probs = self._segment(q, memory, size)
+                    if step % self.settings.memory_every == 0:
+                        masks = F.pad(probs[None, 1:], (0, q.image.shape[-1] - size[1], 0, q.image.shape[-2] - size[0]))
+                        memory.add(t, q.key[0], self.accel.encode_value(q, masks.to(q.image.dtype))[0])
+                    weight = support_weight(t, p.source, list(supports))
+                    contribution = probs.float().cpu().numpy() * weight
+                    arrived[t] += 1
+                    done += 1
+                    if progress is not None:
+                        progress(done, total)
+                    if arrived[t] < expected[t]:
+                        pending[t] = np.round(contribution * 255).astype(np.uint8)
+                        continue
+                    if t in pending:
+                        contribution = contribution + pending.pop(t).astype(np.float32) / 255
+                    yield t, probabilities_to_labels(contribution, object_ids)

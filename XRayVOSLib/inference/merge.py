@@ -1,0 +1,88 @@
+"""How predictions from several support frames are combined (shared by the network and the baselines).
+
+Rule (documented in README): with supports s_1 < ... < s_n,
+- frames before s_1 are propagated backward from s_1 only, frames after s_n forward from s_n only;
+- a frame t strictly between two consecutive supports a < t < b gets a forward pass from a and a backward
+  pass from b, blended with linear weights w_a = (b - t) / (b - a), w_b = (t - a) / (b - a): the nearer
+  support counts more, and at the midpoint they count equally (ties then go to the earlier support);
+- support frames themselves are returned exactly as given, never predicted.
+Propagating from a farther support through a nearer one would only repeat information the nearer,
+exact mask already carries, so each frame uses at most the two supports that bracket it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One propagation pass: start at support `source`, visit `targets` in order (excluding the source)."""
+
+    source: int
+    targets: tuple[int, ...]
+
+    @property
+    def direction(self) -> int:
+        return 1 if not self.targets or self.targets[0] > self.source else -1
+
+
+def plan_passes(num_frames: int, support_frames: list[int] | tuple[int, ...]) -> list[Pass]:
+    """The passes that cover every non-support frame, in the order they should run."""
+    supports = sorted(set(int(s) for s in support_frames))
+    if not supports:
+        raise ValueError("at least one support frame is needed")
+    passes: list[Pass] = []
+    first, last = supports[0], supports[-1]
+    if first > 0:
+        passes.append(Pass(first, tuple(range(first - 1, -1, -1))))
+    for a, b in zip(supports[:-1], supports[1:]):
+        if b - a > 1:
+            passes.append(Pass(a, tuple(range(a + 1, b))))
+            passes.append(Pass(b, tuple(range(b - 1, a, -1))))
+    if last < num_frames - 1:
+        passes.append(Pass(last, tuple(range(last + 1, num_frames))))
+    return passes
+
+
+def support_weight(t: int, source: int, support_frames: list[int] | tuple[int, ...]) -> float:
+    """Weight of the pass from `source` at frame t (1.0 outside the supports' span)."""
+    supports = sorted(set(int(s) for s in support_frames))
+    if t < supports[0] or t > supports[-1]:
+        return 1.0
+    right = min(s for s in supports if s > t)
+    left = max(s for s in supports if s < t)
+    if source == left:
+        return (right - t) / (right - left)
+    if source == right:
+        return (t - left) / (right - left)
+    return 0.0
+
+
+def blend_probabilities(
+    accumulated: np.ndarray | None, probs: np.ndarray, weight: float
+) -> np.ndarray:
+    """Add weight * probs ([K+1, H, W], background first) to the running weighted sum for one frame."""
+    contribution = probs.astype(np.float32) * np.float32(weight)
+    return contribution if accumulated is None else accumulated + contribution
+
+
+def labels_to_onehot(labels: np.ndarray, object_ids: list[int]) -> np.ndarray:
+    """[H, W] label map -> [K+1, H, W] float32 one-hot (channel 0 = background, channel i = object_ids[i-1])."""
+    onehot = np.zeros((len(object_ids) + 1,) + labels.shape, dtype=np.float32)
+    onehot[0] = ~np.isin(labels, object_ids)
+    for i, oid in enumerate(object_ids, start=1):
+        onehot[i] = labels == oid
+    return onehot
+
+
+def probabilities_to_labels(probs: np.ndarray, object_ids: list[int], dtype=np.uint8) -> np.ndarray:
+    """[K+1, H, W] -> [H, W] label map with the original (possibly non-contiguous) object ids.
+
+    np.argmax keeps the first maximum, so an exact tie between two passes goes to the channel order,
+    which merge callers arrange as the earlier support's contribution (see module docstring).
+    """
+    lut = np.array([0] + list(object_ids), dtype=dtype)
+    return lut[np.argmax(probs, axis=0)]

@@ -1,0 +1,54 @@
+"""Architecture config stored inside every checkpoint, so a checkpoint describes itself."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from XRayVOSLib.errors import ModelError
+
+ARCHITECTURE = "xrayvos-lmn-mbv2"
+CONFIG_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    architecture: str = ARCHITECTURE
+    version: int = CONFIG_VERSION
+    stride: int = 16  # matching stride: 16, or 8 for thin vessels
+    key_dim: int = 64  # STCN's key size
+    value_dim: int = 128  # smaller than STCN's 512: the readout cost on CPU scales with it
+    mask_encoder_channels: tuple[int, ...] = (16, 32, 64, 128)  # value-encoder widths at strides 2, 4, 8, 16
+    decoder_channels: tuple[int, ...] = (64, 48, 16)  # at strides 16 (or 8), 8, 4: kept small for CPU
+    projection_dim: int = 64  # contrastive projection head
+    # Grey X-ray intensity in [0, 1] is normalised with the mean/std of ImageNet's three channels.
+    norm_mean: float = 0.449
+    norm_std: float = 0.226
+
+    def __post_init__(self) -> None:
+        if self.stride not in (8, 16):
+            raise ModelError(f"matching stride must be 8 or 16, got {self.stride}")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["mask_encoder_channels"] = list(self.mask_encoder_channels)
+        data["decoder_channels"] = list(self.decoder_channels)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ModelError(f"{source}: unknown model config fields {sorted(unknown)}; newer XRayVOS needed?")
+        if data.get("architecture", ARCHITECTURE) != ARCHITECTURE:
+            raise ModelError(
+                f"{source}: architecture {data.get('architecture')!r} is not {ARCHITECTURE!r} supported by this code"
+            )
+        if int(data.get("version", CONFIG_VERSION)) > CONFIG_VERSION:
+            raise ModelError(f"{source}: config version {data['version']} is newer than this code ({CONFIG_VERSION})")
+        values = dict(data)
+        for name in ("mask_encoder_channels", "decoder_channels"):
+            if name in values:
+                values[name] = tuple(int(v) for v in values[name])
+        return cls(**values)

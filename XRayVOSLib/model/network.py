@@ -1,0 +1,162 @@
+"""The local-matching memory network: query/key encoder, value encoder, decoder, soft aggregation.
+
+The memory (which frames, how many) lives in XRayVOSLib.inference.memory; this module only turns frames
+into keys/values and a readout into masks, as STCN separates network and memory manager.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from XRayVOSLib.model.config import ModelConfig
+from XRayVOSLib.model.layers import DepthwiseBlock, ResBlock, UpsampleBlock
+from XRayVOSLib.model.matching import memory_readout
+from XRayVOSLib.model.mobilenet import MobileNetV2Trunk
+from XRayVOSLib.model.normalize import normalize
+
+
+@dataclass
+class QueryFeatures:
+    """Everything a frame's encoding yields. key/feature at the matching stride s; skips finest last."""
+
+    key: torch.Tensor  # B, Ck, H/s, W/s
+    feature: torch.Tensor  # B, Cm, H/s, W/s  (fed to the value encoder and decoder)
+    skips: list[torch.Tensor]  # [f8 (stride 16 only), f4]
+    image: torch.Tensor  # B, 1, H, W normalised (the value encoder needs it)
+
+
+class KeyEncoder(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.stride = config.stride
+        self.trunk = MobileNetV2Trunk(in_channels=1)
+        ch = MobileNetV2Trunk.channels
+        if self.stride == 8:
+            # Thin vessels: match at stride 8, with stride-16 context brought up.
+            self.fuse16 = nn.Conv2d(ch[16], ch[8] * 2, 1)
+            self.fuse8 = nn.Conv2d(ch[8], ch[8] * 2, 3, padding=1)
+            self.match_channels = ch[8] * 2
+        else:
+            self.match_channels = ch[16]
+        self.key_proj = nn.Conv2d(self.match_channels, config.key_dim, 3, padding=1)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        f4, f8, f16 = self.trunk(image)
+        if self.stride == 8:
+            up = F.interpolate(self.fuse16(f16), size=f8.shape[-2:], mode="bilinear", align_corners=False)
+            feature, skips = F.relu(self.fuse8(f8) + up), [f4]
+        else:
+            feature, skips = f16, [f8, f4]
+        return self.key_proj(feature), feature, skips
+
+
+class ValueEncoder(nn.Module):
+    """Image + this object's mask + the other objects' mask -> value features at the matching stride."""
+
+    def __init__(self, config: ModelConfig, feature_channels: int) -> None:
+        super().__init__()
+        widths = list(config.mask_encoder_channels)
+        levels = 4 if config.stride == 16 else 3
+        blocks, cin = [], 3
+        for width in widths[:levels]:
+            blocks.append(DepthwiseBlock(cin, width, stride=2))
+            cin = width
+        self.down = nn.Sequential(*blocks)
+        self.fuse = nn.Conv2d(cin + feature_channels, config.value_dim, 3, padding=1)
+        self.refine = ResBlock(config.value_dim, config.value_dim)
+
+    def forward(self, image: torch.Tensor, feature: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        # image: B, 1, H, W;  feature: B, Cm, h, w;  masks: B, K, H, W  ->  values B, K, Cv, h, w
+        b, k = masks.shape[:2]
+        others = (masks.sum(dim=1, keepdim=True) - masks).clamp(0, 1)
+        x = torch.stack([image.expand(-1, k, -1, -1), masks, others], dim=2).flatten(0, 1)  # B*K, 3, H, W
+        x = self.down(x)
+        feat = feature.unsqueeze(1).expand(-1, k, -1, -1, -1).flatten(0, 1)
+        v = self.refine(self.fuse(torch.cat([x, feat], dim=1)))
+        return v.view(b, k, *v.shape[1:])
+
+
+class Decoder(nn.Module):
+    """Readout + query feature -> one logit map per object at full resolution (STCN-style skips)."""
+
+    def __init__(self, config: ModelConfig, feature_channels: int) -> None:
+        super().__init__()
+        c0, c1, c2 = config.decoder_channels
+        ch = MobileNetV2Trunk.channels
+        self.compress = ResBlock(config.value_dim + feature_channels, c0)
+        self.up8 = UpsampleBlock(ch[8], c0, c1) if config.stride == 16 else None
+        self.up4 = UpsampleBlock(ch[4], c1 if config.stride == 16 else c0, c2, light=True)
+        self.pred = nn.Conv2d(c2, 1, 3, padding=1)
+
+    def forward(self, readout: torch.Tensor, q: QueryFeatures, size: tuple[int, int]) -> torch.Tensor:
+        # readout: B, K, Cv, h, w  ->  logits B, K, H, W
+        b, k = readout.shape[:2]
+        rep = lambda t: t.unsqueeze(1).expand(-1, k, *t.shape[1:]).flatten(0, 1)  # noqa: E731 (B*K copies)
+        x = self.compress(torch.cat([readout.flatten(0, 1), rep(q.feature)], dim=1))
+        if self.up8 is not None:
+            x = self.up8(rep(q.skips[0]), x)
+        x = self.up4(rep(q.skips[-1]), x)
+        logits = F.interpolate(self.pred(F.relu(x)), size=size, mode="bilinear", align_corners=False)
+        return logits.view(b, k, *size)
+
+
+def soft_aggregate(object_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """STCN's soft aggregation. object_logits: B, K, H, W -> (logits, probs) B, K+1, H, W (background first)."""
+    p = torch.sigmoid(object_logits.float())
+    background = torch.prod(1 - p, dim=1, keepdim=True)
+    all_p = torch.cat([background, p], dim=1).clamp(1e-7, 1 - 1e-7)
+    logits = torch.log(all_p / (1 - all_p))
+    return logits, torch.softmax(logits, dim=1)
+
+
+class LocalMatchingNetwork(nn.Module):
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or ModelConfig()
+        self.key_encoder = KeyEncoder(self.config)
+        fc = self.key_encoder.match_channels
+        self.value_encoder = ValueEncoder(self.config, fc)
+        self.decoder = Decoder(self.config, fc)
+        # Projection head for the object-aware contrastive loss (training only).
+        self.projection = nn.Sequential(
+            nn.Conv2d(self.config.key_dim, self.config.key_dim, 1), nn.ReLU(), nn.Conv2d(self.config.key_dim, self.config.projection_dim, 1)
+        )
+
+    @property
+    def stride(self) -> int:
+        return self.config.stride
+
+    def encode_query(self, image01: torch.Tensor) -> QueryFeatures:
+        """image01: B, 1, H, W in [0, 1], H and W multiples of 16."""
+        image = normalize(image01, self.config.norm_mean, self.config.norm_std)
+        key, feature, skips = self.key_encoder(image)
+        return QueryFeatures(key=key, feature=feature, skips=skips, image=image)
+
+    def encode_value(self, q: QueryFeatures, masks: torch.Tensor) -> torch.Tensor:
+        """masks: B, K, H, W object probabilities -> values B, K, Cv, h, w."""
+        return self.value_encoder(q.image, q.feature, masks)
+
+    def segment(
+        self,
+        q: QueryFeatures,
+        mem_keys: torch.Tensor,
+        mem_values: torch.Tensor,
+        matching: str = "local",
+        window: int = 15,
+        top_k: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Read memory and decode. mem_keys: B, N, Ck, h, w; mem_values: B, N, K, Cv, h, w.
+
+        Returns (logits, probs), both B, K+1, H, W with background first.
+        """
+        readout = memory_readout(q.key, mem_keys, mem_values, matching, window, top_k)
+        object_logits = self.decoder(readout, q, tuple(q.image.shape[-2:]))
+        return soft_aggregate(object_logits)
+
+    def project(self, key: torch.Tensor) -> torch.Tensor:
+        """Contrastive embedding: B, Ck, h, w -> L2-normalised B, D, h, w."""
+        return F.normalize(self.projection(key), dim=1)
