@@ -1,0 +1,65 @@
+"""`xrayvos finetune --data DAVIS_ROOT --init MODEL --out MODEL_OUT [--two-shot] [--steps N] [--device ...]`.
+
+With --progress-json, progress goes to stdout as JSON lines, one per step:
+  {"event": "progress", "step": s, "total": n, "loss": x, "eta_s": e}
+and at the end {"event": "done", "model": path, ...}. Background callers (the Slicer module) parse these.
+The output model appears only when training completes (written under a temporary name, then renamed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from XRayVOSLib.errors import InputError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("finetune", help="fine-tune a model on a DAVIS-layout folder (sparse labels OK)")
+    p.add_argument("--data", required=True, help="DAVIS root: JPEGImages/<video>/ and Annotations/<video>/")
+    p.add_argument("--init", help="starting model (.safetensors); default: the shipped model")
+    p.add_argument("--out", required=True, help="output model path (.safetensors)")
+    p.add_argument("--two-shot", action="store_true", help="teacher -> pseudo-labels -> student")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--size", type=int, default=320, help="training crop size")
+    p.add_argument("--work-dir", help="keep intermediate checkpoints here (default: a temporary folder)")
+    p.add_argument("--progress-json", action="store_true", help="JSON progress lines on stdout")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from XRayVOSLib.inference.propagator import default_model_path
+    from XRayVOSLib.training.config import TrainConfig
+    from XRayVOSLib.training.finetune import finetune
+
+    init = Path(args.init) if args.init else default_model_path()
+    if init is None or not init.is_file():
+        raise InputError(f"initial model {init} not found; pass --init MODEL.safetensors")
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise InputError(f"--out {out}: the model file must end in .safetensors")
+    default = default_model_path()
+    if default is not None and out.resolve() == default.resolve():
+        raise InputError(f"--out {out} is the shipped model; choose another path (it is never overwritten)")
+    started = time.time()
+
+    def on_step(step: int, total: int, losses: dict[str, float]) -> None:
+        if args.progress_json:
+            elapsed = time.time() - started
+            eta = elapsed / max(step, 1) * (total - step)
+            print(json.dumps({"event": "progress", "step": step, "total": total,
+                              "loss": round(losses.get("total", float("nan")), 5), "eta_s": round(eta, 1)}), flush=True)
+
+    base = TrainConfig(batch_size=args.batch_size, size=args.size)
+    path, report = finetune(args.data, init, out, steps=args.steps, two_shot=args.two_shot, device=args.device,
+                            work_dir=args.work_dir, base=base, on_step=on_step,
+                            show_progress=not (args.quiet or args.progress_json))
+    summary = {"event": "done", "model": str(path), "seconds": round(time.time() - started, 1), **report}
+    print(json.dumps(summary) if args.progress_json else f"model written to {path}", file=sys.stdout, flush=True)
+    return 0

@@ -1,0 +1,116 @@
+"""Fine-tuning on a user's DAVIS-layout folder, plain or two-shot (Zeng, Ni, Huang: "Is two-shot all you need?").
+
+Two-shot: (1) a teacher is fine-tuned on the labelled frames only; (2) it pseudo-labels every frame of
+every video by propagating forward and backward from the labelled frames (merged as in inference, the
+labelled frames kept exact); (3) a student, from the same initial weights, trains on labelled frames
+with weak augmentation and pseudo-labelled frames with strong augmentation, plus the label-free
+space-time consistency loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from XRayVOSLib.errors import InputError
+from XRayVOSLib.training.config import LossConfig, TrainConfig
+from XRayVOSLib.training.loop import StepCallback, run_training
+
+
+def list_videos(data_root: Path) -> list[str]:
+    images = data_root / "JPEGImages"
+    annotations = data_root / "Annotations"
+    if not images.is_dir() or not annotations.is_dir():
+        raise InputError(f"{data_root} is not a DAVIS-layout folder (needs JPEGImages/ and Annotations/)")
+    videos = sorted(p.name for p in annotations.iterdir() if p.is_dir() and (images / p.name).is_dir())
+    if not videos:
+        raise InputError(f"{data_root}: no video has both JPEGImages/<video> and Annotations/<video>")
+    return videos
+
+
+def annotated_frames(data_root: Path, video: str) -> dict[int, np.ndarray]:
+    from XRayVOSLib.io import read_mask_folder
+
+    labels = {t: m for t, m in read_mask_folder(data_root / "Annotations" / video).items() if np.any(m)}
+    if not labels:
+        raise InputError(f"{data_root / 'Annotations' / video}: no annotated frame with an object")
+    return labels
+
+
+def pseudo_label(data_root: Path, model_path: Path, out_root: Path, device: str = "auto",
+                 window: int = 15, memory_every: int = 6) -> list[str]:
+    """Write out_root/<video>/%05d.png for every frame, propagated from the labelled frames (kept exact)."""
+    from XRayVOSLib.inference.propagator import Propagator
+    from XRayVOSLib.io import read_cine, write_mask_sequence
+
+    propagator = Propagator.load(model_path, device=device, matching="local", window=window, memory_every=memory_every)
+    videos = list_videos(data_root)
+    for video in videos:
+        frames = np.asarray(read_cine(data_root / "JPEGImages" / video).frames)
+        supports = annotated_frames(data_root, video)
+        labels = propagator.propagate(frames, supports)
+        write_mask_sequence(out_root / video, labels)
+    return videos
+
+
+def finetune(
+    data_root: str | Path,
+    init: str | Path,
+    out_path: str | Path,
+    steps: int = 200,
+    two_shot: bool = False,
+    device: str = "auto",
+    work_dir: str | Path | None = None,
+    base: TrainConfig | None = None,
+    on_step: StepCallback | None = None,
+    cancel=None,
+    show_progress: bool = True,
+) -> tuple[Path, dict[str, Any]]:
+    """Fine-tune `init` on `data_root`; the model is written to out_path only when training completes."""
+    data_root, out_path = Path(data_root), Path(out_path)
+    videos = list_videos(data_root)
+    for video in videos:
+        annotated_frames(data_root, video)  # fail early on a case with no annotations
+    base = base or TrainConfig()
+    own_work = work_dir is None
+    work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="xrayvos-finetune-"))
+    common = dict(data=str(data_root), init=str(init), device=device, num_workers=0,
+                  save_every=max(25, steps // 4), max_skip=min(base.max_skip, 5))
+    report: dict[str, Any] = {"videos": videos, "two_shot": two_shot, "steps": steps, "init": str(init)}
+    try:
+        if not two_shot:
+            cfg = dataclasses.replace(base, **common, steps=steps, out_dir=str(work / "model"))
+            model = run_training(cfg, on_step=on_step, cancel=cancel, show_progress=show_progress)
+        else:
+            teacher_steps = max(1, steps // 2)
+            student_steps = max(1, steps - teacher_steps)
+            teacher_cfg = dataclasses.replace(base, **common, steps=teacher_steps, out_dir=str(work / "teacher"))
+            teacher = run_training(teacher_cfg, on_step=on_step, cancel=cancel, show_progress=show_progress)
+            pseudo_root = work / "pseudo"
+            pseudo_label(data_root, teacher, pseudo_root, device=device)
+            losses = dataclasses.replace(base.losses, consistency=True)
+            student_cfg = dataclasses.replace(base, **common, steps=student_steps, pseudo_root=str(pseudo_root),
+                                              losses=losses, out_dir=str(work / "student"))
+
+            def student_step(step: int, total: int, values: dict[str, float]) -> None:
+                if on_step is not None:
+                    on_step(teacher_steps + step, teacher_steps + total, values)
+
+            model = run_training(student_cfg, on_step=student_step, cancel=cancel, show_progress=show_progress)
+            report.update(teacher_steps=teacher_steps, student_steps=student_steps)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out_path.with_name(out_path.name + ".partial")
+        shutil.copyfile(model, tmp)
+        tmp.replace(out_path)
+        return out_path, report
+    finally:
+        if own_work:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+__all__ = ["finetune", "pseudo_label", "list_videos", "annotated_frames", "LossConfig"]
