@@ -4,7 +4,9 @@ Rule (documented in README): with supports s_1 < ... < s_n,
 - frames before s_1 are propagated backward from s_1 only, frames after s_n forward from s_n only;
 - a frame t strictly between two consecutive supports a < t < b gets a forward pass from a and a backward
   pass from b, blended with linear weights w_a = (b - t) / (b - a), w_b = (t - a) / (b - a): the nearer
-  support counts more, and at the midpoint they count equally (ties then go to the earlier support);
+  support counts more, and at the midpoint they count equally;
+- the weighted class probabilities are summed and the arg-max class wins (an exact tie goes to the lower
+  channel: background, then objects in id order);
 - support frames themselves are returned exactly as given, never predicted.
 Propagating from a farther support through a nearer one would only repeat information the nearer,
 exact mask already carries, so each frame uses at most the two supports that bracket it.
@@ -81,8 +83,7 @@ def labels_to_onehot(labels: np.ndarray, object_ids: list[int]) -> np.ndarray:
 def probabilities_to_labels(probs: np.ndarray, object_ids: list[int], dtype=np.uint8) -> np.ndarray:
     """[K+1, H, W] -> [H, W] label map with the original (possibly non-contiguous) object ids.
 
-    np.argmax keeps the first maximum, so an exact tie between two passes goes to the channel order,
-    which merge callers arrange as the earlier support's contribution (see module docstring).
+    np.argmax keeps the first maximum, so an exact tie goes to the lower channel (see module docstring).
     """
     lut = np.array([0] + list(object_ids), dtype=dtype)
     return lut[np.argmax(probs, axis=0)]
