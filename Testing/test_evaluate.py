@@ -1,0 +1,175 @@
+"""`evaluate_methods` / `xrayvos evaluate` and `xrayvos eval` on a small synthetic DAVIS-layout data set."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from XRayVOSLib.cli import main
+from XRayVOSLib.evaluation import evaluate_methods, read_frames
+from XRayVOSLib.io import read_mask_folder
+from XRayVOSLib.metrics import dice, f_measure, hd95, j_measure
+from XRayVOSLib.synth import write_davis_dataset
+
+METHODS = ["flow", "copy"]
+VIDEOS = ["synth_0000", "synth_0001"]
+
+
+@pytest.fixture(scope="module")
+def davis_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("davis")
+    assert write_davis_dataset(root, num_videos=2, num_frames=8, size=96, seed=0) == VIDEOS
+    return root
+
+
+def num_objects(root: Path) -> dict[str, int]:
+    return {v: len(set(np.unique(read_mask_folder(root / "Annotations" / v)[0])) - {0}) for v in VIDEOS}
+
+
+def direct_scores(pred: dict[int, np.ndarray], gt: dict[int, np.ndarray], supports: list[int], spacing=None) -> dict[int, dict]:
+    """Per-object means computed straight from the single-frame metric functions."""
+    frames = [t for t in sorted(gt) if t not in supports]
+    ids = sorted(set(np.unique(np.concatenate([gt[t].ravel() for t in supports]))) - {0})
+    out = {}
+    for oid in ids:
+        p = [pred[t] == oid for t in frames]
+        g = [gt[t] == oid for t in frames]
+        out[oid] = {
+            "J": np.mean([j_measure(a, b) for a, b in zip(p, g)]),
+            "F": np.mean([f_measure(a, b) for a, b in zip(p, g)]),
+            "dice": np.mean([dice(a, b) for a, b in zip(p, g)]),
+            "hd95": np.mean([h for h in (hd95(a, b) for a, b in zip(p, g)) if np.isfinite(h)]),
+        }
+        if spacing is not None:
+            out[oid]["hd95_mm"] = np.mean([h for h in (hd95(a, b, spacing) for a, b in zip(p, g)) if np.isfinite(h)])
+    return out
+
+
+def test_evaluate_methods_writes_outputs_matching_direct_metrics(davis_root: Path, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "eval"
+    results = evaluate_methods(davis_root, METHODS, supports="first", out_dir=out, save_masks=True)
+    videos = results["videos"]
+    assert videos == VIDEOS
+    total_objects = sum(num_objects(davis_root).values())
+    assert total_objects >= 3
+    expected_files = ["results.json", "results.csv"] + [f"j_curve_{v}.png" for v in videos] + [
+        f"worst_{m}.png" for m in METHODS
+    ]
+    for name in expected_files:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    for name in expected_files[2:]:
+        with Image.open(out / name) as img:
+            assert img.size[0] > 100 and img.size[1] > 100
+
+    saved = json.loads((out / "results.json").read_text())
+    meta = json.loads((davis_root / "meta.json").read_text())
+    all_objects = []
+    for method in METHODS:
+        m = saved["methods"][method]
+        assert m["fps"] > 0
+        for video in videos:
+            gt = read_mask_folder(davis_root / "Annotations" / video)
+            pred = read_mask_folder(out / "masks" / method / video)
+            spacing = meta["videos"][video]["spacing"]
+            expected = direct_scores(pred, gt, saved["support_frames"][video], spacing)
+            rows = {r["object"]: r for r in m["objects"] if r["video"] == video}
+            assert sorted(rows) == sorted(expected)
+            for oid, exp in expected.items():
+                for key, value in exp.items():
+                    assert rows[oid][key] == pytest.approx(value, abs=1e-9), (method, video, oid, key)
+                per_frame = m["per_frame_J"][video][str(oid)]
+                assert sorted(int(t) for t in per_frame) == list(range(1, 8))  # support frame 0 excluded
+                assert np.mean(list(per_frame.values())) == pytest.approx(exp["J"])
+            all_objects += [(method, e) for e in expected.values()]
+        dataset_j = np.mean([e["J"] for meth, e in all_objects if meth == method])
+        assert m["dataset"]["J"] == pytest.approx(dataset_j)  # mean over objects, not videos
+        assert m["dataset"]["J&F"] == pytest.approx((m["dataset"]["J"] + m["dataset"]["F"]) / 2)
+    assert "hd95_mm" in saved["methods"]["flow"]["dataset"]  # spacing from the synthetic set's meta.json
+
+    # the copy baseline is deterministic: the saved masks are what a direct run gives
+    frames = read_frames(davis_root / "JPEGImages" / "synth_0001")
+    gt_b = read_mask_folder(davis_root / "Annotations" / "synth_0001")
+    from XRayVOSLib.methods import make_method
+
+    direct = make_method("copy").propagate(frames, {0: gt_b[0]})
+    np.testing.assert_array_equal(np.stack(list(read_mask_folder(out / "masks" / "copy" / "synth_0001").values())), direct)
+
+    with open(out / "results.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == len(METHODS) * total_objects
+    flow_a = next(r for r in rows if r["method"] == "flow" and r["video"] == "synth_0000")
+    assert float(flow_a["J"]) == pytest.approx(
+        next(o for o in saved["methods"]["flow"]["objects"] if o["video"] == "synth_0000")["J"]
+    )
+
+
+def test_first_middle_and_file_supports(davis_root: Path, tmp_path: Path) -> None:
+    results = evaluate_methods(davis_root, ["copy"], supports="first+middle", videos=1)
+    assert results["videos"] == ["synth_0000"] and results["support_frames"] == {"synth_0000": [0, 4]}
+    frames_scored = results["methods"]["copy"]["per_frame_J"]["synth_0000"]["1"]  # every synth video has object 1
+    assert sorted(int(t) for t in frames_scored) == [1, 2, 3, 5, 6, 7]
+    spec = tmp_path / "supports.json"
+    spec.write_text(json.dumps({"synth_0000": [7], "synth_0001": [2, 5]}))
+    results = evaluate_methods(davis_root, ["copy"], supports=spec)
+    assert results["support_frames"] == {"synth_0000": [7], "synth_0001": [2, 5]}
+
+
+def test_eval_cli_scores_folders_and_names_missing_frames(davis_root: Path, tmp_path: Path, capsys) -> None:
+    pred_root = tmp_path / "pred"
+    results = evaluate_methods(davis_root, ["copy"], out_dir=tmp_path / "run", save_masks=True, plots=False)
+    shutil.copytree(tmp_path / "run" / "masks" / "copy", pred_root)
+    gt_root = davis_root / "Annotations"
+    assert main(["eval", str(gt_root), str(pred_root), "--json", str(tmp_path / "eval.json")]) == 0
+    table = capsys.readouterr().out
+    total = sum(num_objects(davis_root).values())
+    assert "synth_0000" in table and "synth_0001" in table and f"all ({total} objects)" in table
+    scored = json.loads((tmp_path / "eval.json").read_text())
+    assert scored["dataset"]["J"] == pytest.approx(results["methods"]["copy"]["dataset"]["J"])
+    assert scored["dataset"]["hd95"] == pytest.approx(results["methods"]["copy"]["dataset"]["hd95"])
+
+    (pred_root / "synth_0001" / "00003.png").unlink()
+    (pred_root / "synth_0001" / "00006.png").unlink()
+    assert main(["eval", str(gt_root), str(pred_root)]) == 2
+    err = capsys.readouterr().err
+    assert "synth_0001" in err and "3, 6" in err
+    (pred_root / "synth_0000" / "00000.png").unlink()  # a support frame is part of the prediction too
+    assert main(["eval", str(gt_root), str(pred_root)]) == 2
+    assert "synth_0000" in capsys.readouterr().err
+
+
+def test_eval_cli_supports_file_and_partial_ground_truth(davis_root: Path, tmp_path: Path, capsys) -> None:
+    gt_root = tmp_path / "gt"
+    for video in VIDEOS:
+        (gt_root / video).mkdir(parents=True)
+        for t in (0, 3, 6):  # only every third frame annotated
+            shutil.copy(davis_root / "Annotations" / video / f"{t:05d}.png", gt_root / video)
+    spec = tmp_path / "supports.json"
+    spec.write_text(json.dumps({"synth_0000": [0, 3], "synth_0001": [0]}))
+    pred_root = davis_root / "Annotations"  # the full ground truth as a perfect prediction
+    assert main(["eval", str(gt_root), str(pred_root), "--supports", str(spec), "--json", str(tmp_path / "o.json")]) == 0
+    scored = json.loads((tmp_path / "o.json").read_text())
+    assert all(frames == {"6": 1.0} for frames in scored["per_frame_J"]["synth_0000"].values())
+    assert all(set(frames) == {"3", "6"} for frames in scored["per_frame_J"]["synth_0001"].values())
+    assert scored["dataset"]["J"] == 1.0 and scored["dataset"]["hd95"] == 0.0
+    capsys.readouterr()
+    spec.write_text(json.dumps({"synth_0000": [0]}))
+    assert main(["eval", str(gt_root), str(pred_root), "--supports", str(spec)]) == 2
+    assert "synth_0001" in capsys.readouterr().err
+
+
+def test_evaluate_cli_prints_summary_and_rejects_unknown_methods(davis_root: Path, tmp_path: Path, capsys) -> None:
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "cli"
+    assert main(["evaluate", "--data", str(davis_root), "--methods", "copy", "--out", str(out), "--videos", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "copy" in printed and "J&F" in printed and "fps" in printed
+    assert (out / "results.json").is_file() and (out / "j_curve_synth_0000.png").is_file()
+    assert main(["evaluate", "--data", str(davis_root), "--methods", "copy,nope"]) == 2
+    assert "nope" in capsys.readouterr().err
