@@ -26,6 +26,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from monai.data import get_track_meta, set_track_meta
 from monai.transforms import (
     CenterSpatialCropd,
@@ -38,6 +39,7 @@ from monai.transforms import (
     RandFlipd,
     RandGaussianNoised,
     RandGaussianSmoothd,
+    Randomizable,
     RandScaleCropd,
     RandScaleIntensityd,
     RandShiftIntensityd,
@@ -89,6 +91,48 @@ class AspectCropd(MapTransform):
         return CenterSpatialCropd(self.keys, (ch, cw), allow_missing_keys=True)(d)
 
 
+class FrameJitterd(Randomizable):
+    """A small random affine per frame: rotate +-3 deg, scale +-3 %, translate +-1.5 % of the size.
+
+    Hand-written: RandAffined draws one transform per call, so per-frame draws would cost T calls and
+    three resamples each; here all frames go through one batched grid_sample (about 10x faster on CPU).
+    "next" gets frame 1's transform so that pair stays aligned. Labels use nearest, zero padding.
+    """
+
+    def __init__(self, degrees: float = 3.0, scale: float = 0.03, translate: float = 0.015) -> None:
+        self.degrees, self.scale, self.translate = degrees, scale, translate
+        self._params = np.zeros((0, 4))
+
+    def randomize(self, data: int) -> None:
+        n = int(data)
+        self._params = np.stack([
+            np.deg2rad(self.R.uniform(-self.degrees, self.degrees, n)),
+            1.0 + self.R.uniform(-self.scale, self.scale, n),
+            self.R.uniform(-2 * self.translate, 2 * self.translate, n),  # normalised coordinates span 2
+            self.R.uniform(-2 * self.translate, 2 * self.translate, n),
+        ], axis=1)
+
+    def __call__(self, data: dict) -> dict:
+        d = dict(data)
+        image, label = d["image"], d["label"]  # T, H, W each
+        t, h, w = image.shape
+        self.randomize(t)
+        angle, scale, tx, ty = (torch.as_tensor(self._params[:, i], dtype=torch.float32) for i in range(4))
+        cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+        # rotation in pixel space, written in grid_sample's normalised coordinates (aspect-corrected)
+        theta = torch.stack([torch.stack([cos, -sin * h / w, tx], 1), torch.stack([sin * w / h, cos, ty], 1)], 1)
+        stack = [image, label] if "next" not in d else [torch.cat([image, d["next"]]), torch.cat([label, label[1:2]])]
+        if "next" in d:
+            theta = torch.cat([theta, theta[1:2]])  # T+1, 2, 3
+        grid = F.affine_grid(theta, (theta.shape[0], 1, h, w), align_corners=False)
+        img = F.grid_sample(stack[0].unsqueeze(1).float(), grid, "bilinear", "zeros", align_corners=False)[:, 0]
+        lab = F.grid_sample(stack[1].unsqueeze(1).float(), grid, "nearest", "zeros", align_corners=False)[:, 0]
+        d["image"], d["label"] = img[:t], lab[:t]
+        if "next" in d:
+            d["next"] = img[t:]
+        return d
+
+
 def _clamp01(d: dict) -> dict:
     d["image"] = d["image"].clamp(0.0, 1.0)
     return d
@@ -110,7 +154,7 @@ class ClipAugmentation:
         resize = Resized(keys, self.size, mode=_MODES, anti_aliasing=(True, False, True), allow_missing_keys=True)
         if strength == "none":
             self.shared = Compose([AspectCropd(keys, self.size), resize])
-            self.jitter: RandAffined | None = None
+            self.jitter: FrameJitterd | None = None
             self.intensity_transform = Compose([])
             return
         # One draw for the whole clip (frames are channels). The random resized crop comes first so the
@@ -129,9 +173,7 @@ class ClipAugmentation:
                            mode=_MODES, padding_mode="zeros", allow_missing_keys=True),
         ])
         # Small independent motion per frame (STCN's per-frame affine), at the target size.
-        self.jitter = RandAffined(keys, spatial_size=self.size, cache_grid=True, prob=1.0, rotate_range=np.deg2rad(3.0),
-                                  scale_range=0.03, translate_range=(0.015 * self.size[0], 0.015 * self.size[1]),
-                                  mode=_MODES, padding_mode="zeros", allow_missing_keys=True)
+        self.jitter = FrameJitterd()
         if strength == "weak":
             intensity = [
                 RandAdjustContrastd("image", prob=0.5, gamma=(0.7, 1.5)),
@@ -172,30 +214,13 @@ class ClipAugmentation:
         with _no_meta():
             d = self.shared(d)
             if self.jitter is not None:
-                d = self._jitter_frames(d)
+                d = self.jitter(d)
         out = {k: _plain(v) for k, v in d.items()}
         out["label"] = out["label"].round().long()
         out["image"] = out["image"].float().clamp(0.0, 1.0)
         if "next" in out:
             out["next"] = out["next"].float().clamp(0.0, 1.0)
         return out
-
-    def _jitter_frames(self, d: dict) -> dict:
-        assert self.jitter is not None
-        images, labels = [], []
-        next_frame = d.get("next")
-        for t in range(d["image"].shape[0]):
-            frame = {"image": d["image"][t : t + 1], "label": d["label"][t : t + 1]}
-            if t == 1 and next_frame is not None:
-                # frame 1 and the frame after it get the same jitter: the consistency loss compares them.
-                frame["next"] = next_frame
-            frame = self.jitter(frame)
-            images.append(frame["image"])
-            labels.append(frame["label"])
-            if "next" in frame:
-                d["next"] = frame["next"]
-        d["image"], d["label"] = torch.cat(images), torch.cat(labels)
-        return d
 
     def intensity(self, image: torch.Tensor) -> torch.Tensor:
         """[N, H, W] in [0, 1] -> same shape, one intensity draw for all N frames (one cine's display)."""

@@ -1,0 +1,1 @@
+"""Training: clip datasets, augmentation, losses, the training step and loop."""
