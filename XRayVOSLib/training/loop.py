@@ -53,15 +53,24 @@ def build_dataset(config: TrainConfig) -> Dataset:
     size = (config.size, config.size)
     if config.data == "synthetic":
         return SyntheticClipDataset(config.synthetic_length, size=size, clip_length=config.clip_length,
-                                    max_objects=config.max_objects, seed=config.seed, augment=config.augment)
-    return DavisClipDataset(config.data, size=size, clip_length=config.clip_length, max_objects=config.max_objects,
-                            augment=config.augment, pseudo_root=config.pseudo_root)
+                                    max_objects=config.max_objects, seed=config.seed, augment=config.augment,
+                                    synth_frames=config.synth_frames)
+    dataset = DavisClipDataset(config.data, size=size, clip_length=config.clip_length, max_objects=config.max_objects,
+                               augment=config.augment, pseudo_root=config.pseudo_root, seed=config.seed,
+                               max_skip=config.max_skip)
+    # Few videos (a site's fine-tune): repeat them so one loader pass holds `loader_refresh` batches.
+    wanted = config.batch_size * config.loader_refresh
+    dataset.repeats = max(1, math.ceil(wanted / max(1, len(dataset.videos))))
+    return dataset
 
 
 def _param_groups(network: LocalMatchingNetwork, config: TrainConfig) -> list[dict[str, Any]]:
     trunk = [p for n, p in network.named_parameters() if n.startswith("key_encoder.trunk.")]
     rest = [p for n, p in network.named_parameters() if not n.startswith("key_encoder.trunk.")]
-    return [{"params": trunk, "lr": config.lr * config.trunk_lr_scale}, {"params": rest, "lr": config.lr}]
+    for p in trunk:
+        p.requires_grad_(not config.freeze_trunk)
+    trunk_lr = 0.0 if config.freeze_trunk else config.lr * config.trunk_lr_scale
+    return [{"params": trunk, "lr": trunk_lr}, {"params": rest, "lr": config.lr}]
 
 
 class Trainer:
@@ -133,7 +142,7 @@ class Trainer:
         sampler = DistributedSampler(self.dataset, shuffle=True, seed=self.config.seed + self.step) if self.dist.enabled else None
         return DataLoader(self.dataset, batch_size=self.config.batch_size, shuffle=sampler is None, sampler=sampler,
                           num_workers=self.config.num_workers, collate_fn=collate_clips, drop_last=True,
-                          persistent_workers=self.config.num_workers > 0)
+                          persistent_workers=False)
 
     def train(self, on_step: StepCallback | None = None, cancel=None, show_progress: bool = True) -> Path:
         """Run until config.steps; returns the exported model path. Resumes from state.pt if present."""
@@ -155,8 +164,9 @@ class Trainer:
                     self.dataset.set_max_skip(max_skip_schedule(self.step, cfg.steps, cfg.max_skip))
                 if hasattr(self.dataset, "set_epoch"):
                     self.dataset.set_epoch(self.step)
-                for batch in self._loader():
-                    if self.step >= cfg.steps:
+                # A fresh loader every `loader_refresh` steps, so the max-skip curriculum reaches the workers.
+                for i, batch in enumerate(self._loader()):
+                    if self.step >= cfg.steps or i >= cfg.loader_refresh:
                         break
                     if cancel is not None and cancel.is_set():
                         raise CancelledError(f"training cancelled at step {self.step}")
@@ -197,7 +207,7 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.config.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return {k: float(all_reduce_mean(v, self.dist)) for k, v in losses.items()}
+        return {k: float(all_reduce_mean(v.detach(), self.dist)) for k, v in losses.items()}
 
     def close(self) -> None:
         cleanup(self.dist)

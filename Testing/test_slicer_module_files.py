@@ -1,0 +1,159 @@
+"""The extension's files without Slicer: byte-compilation, .ui <-> widget <-> parameter node, CMake, catalog entry."""
+
+from __future__ import annotations
+
+import ast
+import json
+import py_compile
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MODULE = REPO / "XRayVOS"
+MODULE_SCRIPT = MODULE / "XRayVOS.py"
+LOGIC_FILES = sorted((MODULE / "xrayvos_slicer").glob("*.py"))
+PYTHON_FILES = [MODULE_SCRIPT, *LOGIC_FILES, REPO / "XRayVOSLib" / "worker.py"]
+
+
+@pytest.mark.parametrize("path", PYTHON_FILES, ids=lambda p: p.name)
+def test_byte_compiles_with_conservative_syntax(path, tmp_path):
+    py_compile.compile(str(path), cfile=str(tmp_path / "out.pyc"), doraise=True)
+    # Slicer 5.10 runs Python 3.12; keep to syntax Python 3.10 already parses.
+    ast.parse(path.read_text(encoding="utf-8"), filename=str(path), feature_version=(3, 10))
+
+
+def test_logic_package_needs_no_qt_nor_slicer_app():
+    for path in LOGIC_FILES:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                    for alias in node.names}
+        imported |= {(node.module or "").split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert not imported & {"qt", "ctk", "PythonQt"}, path.name
+        uses_app = any(isinstance(n, ast.Attribute) and n.attr == "app" and getattr(n.value, "id", "") == "slicer"
+                       for n in ast.walk(tree))
+        assert not uses_app or path.name == "dependencies.py", f"{path.name} uses slicer.app"
+
+
+def _classes(tree: ast.Module) -> dict[str, ast.ClassDef]:
+    return {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+
+
+def test_module_widget_ui_and_parameter_node_agree():
+    tree = ast.parse(MODULE_SCRIPT.read_text(encoding="utf-8"))
+    classes = _classes(tree)
+    bases = {name: [getattr(b, "id", getattr(b, "attr", "")) for b in node.bases] for name, node in classes.items()}
+    assert "ScriptedLoadableModule" in bases["XRayVOS"]
+    assert "ScriptedLoadableModuleWidget" in bases["XRayVOSWidget"]
+    assert "ScriptedLoadableModuleLogic" in bases["XRayVOSLogic"]
+    assert "ScriptedLoadableModuleTest" in bases["XRayVOSTest"]
+    wrapper = classes["XRayVOSParameterNode"]
+    assert any(getattr(d, "id", "") == "parameterNodeWrapper" for d in wrapper.decorator_list)
+    fields = {node.target.id for node in wrapper.body if isinstance(node, ast.AnnAssign)}
+
+    ui = ET.parse(MODULE / "Resources" / "UI" / "XRayVOS.ui")
+    widgets = {w.get("name") for w in ui.iter("widget")}
+    bound = {prop.find("string").text for prop in ui.iter("property") if prop.get("name") == "SlicerParameterName"}
+    assert bound <= fields, f"ui binds unknown parameters {bound - fields}"
+    assert fields - bound == {"modelPath"}  # bound by hand (ctkPathLineEdit <-> str)
+    used = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Attribute) and node.value.attr == "ui"}
+    assert used <= widgets, f"XRayVOS.py uses widgets missing from the .ui: {used - widgets}"
+
+
+def test_icon_is_a_128_pixel_png():
+    from PIL import Image
+
+    with Image.open(MODULE / "Resources" / "Icons" / "XRayVOS.png") as icon:
+        assert icon.format == "PNG" and icon.size == (128, 128)
+
+
+def test_extension_catalog_entry_follows_schema_v1_0_2():
+    entry = json.loads((REPO / "XRayVOS.json").read_text(encoding="utf-8"))
+    allowed = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
+               "dicom_support_rule", "build_subdirectory", "enabled", "tier"}
+    assert set(entry) <= allowed
+    assert entry["$schema"].endswith("/Schemas/slicer-extension-catalog-entry-schema-v1.0.2.json")
+    assert entry["category"] == "Segmentation" and entry["build_dependencies"] == ["PyTorch"]
+    assert entry["build_subdirectory"] == "." and isinstance(entry["tier"], int) and 1 <= entry["tier"] <= 5
+    assert entry["scm_url"] and entry["scm_revision"]
+
+
+STUB_SLICER_CONFIG = r'''
+# Stub of Slicer's config: records what the extension's CMake files ask for, and checks the files exist.
+set(Slicer_USE_FILE ${CMAKE_CURRENT_LIST_DIR}/empty.cmake)
+set(Slicer_EXTENSION_GENERATE_CONFIG ${CMAKE_CURRENT_LIST_DIR}/empty.cmake)
+set(Slicer_EXTENSION_CPACK ${CMAKE_CURRENT_LIST_DIR}/empty.cmake)
+set(Slicer_QTSCRIPTEDMODULES_LIB_DIR lib/Slicer-5.10/qt-scripted-modules)
+set(Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR lib/Slicer-5.10/qt-scripted-modules)
+set(BUILD_TESTING ON)
+enable_testing()
+function(_stub_record kind dir)
+  foreach(f ${ARGN})
+    if(NOT IS_ABSOLUTE "${f}")
+      set(f "${dir}/${f}")
+    endif()
+    if(NOT EXISTS "${f}")
+      message(FATAL_ERROR "${kind}: missing file ${f}")
+    endif()
+    file(APPEND ${CMAKE_BINARY_DIR}/stub_${kind}.txt "${f}\n")
+  endforeach()
+endfunction()
+macro(slicerMacroBuildScriptedModule)
+  cmake_parse_arguments(_m "WITH_GENERIC_TESTS;WITH_SUBDIR" "NAME" "SCRIPTS;RESOURCES" ${ARGN})
+  _stub_record(module ${CMAKE_CURRENT_SOURCE_DIR} ${_m_SCRIPTS} ${_m_RESOURCES})
+endmacro()
+macro(ctkMacroCompilePythonScript)
+  cmake_parse_arguments(_c "NO_INSTALL_SUBDIR;GLOBAL_TARGET" "TARGET_NAME;SOURCE_DIR;DESTINATION_DIR;INSTALL_DIR"
+    "SCRIPTS;RESOURCES" ${ARGN})
+  _stub_record(library ${_c_SOURCE_DIR} ${_c_SCRIPTS} ${_c_RESOURCES})
+endmacro()
+macro(slicer_add_python_unittest)
+  cmake_parse_arguments(_t "" "SCRIPT;TESTNAME_PREFIX" "SLICER_ARGS" ${ARGN})
+  _stub_record(unittest ${CMAKE_CURRENT_SOURCE_DIR} ${_t_SCRIPT})
+  get_filename_component(_name ${_t_SCRIPT} NAME_WE)
+  add_test(NAME py_${_name} COMMAND ${CMAKE_COMMAND} -E true)
+endmacro()
+'''
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed")
+def test_cmake_files_configure_against_a_stub_slicer(tmp_path):
+    stub = tmp_path / "stub"
+    stub.mkdir()
+    (stub / "SlicerConfig.cmake").write_text(STUB_SLICER_CONFIG)
+    (stub / "empty.cmake").write_text("")
+    build = tmp_path / "build"
+    done = subprocess.run(["cmake", "-S", str(REPO), "-B", str(build), f"-DSlicer_DIR={stub}"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    module_files = {Path(p).relative_to(MODULE).as_posix() for p in (build / "stub_module.txt").read_text().split()}
+    expected = {"XRayVOS.py", "Resources/UI/XRayVOS.ui", "Resources/Icons/XRayVOS.png"}
+    expected |= {p.relative_to(MODULE).as_posix() for p in LOGIC_FILES}
+    assert module_files == expected
+    library = {Path(p).relative_to(REPO).as_posix() for p in (build / "stub_library.txt").read_text().split()}
+    on_disk = {p.relative_to(REPO).as_posix() for p in (REPO / "XRayVOSLib").rglob("*.py")
+               if "__pycache__" not in p.parts}
+    assert library == on_disk and "XRayVOSLib/worker.py" in library
+    assert Path((build / "stub_unittest.txt").read_text().strip()).resolve() == MODULE_SCRIPT
+    tests = subprocess.run(["ctest", "-N"], cwd=build, capture_output=True, text=True, timeout=60).stdout
+    assert "py_XRayVOS" in tests
+    model = REPO / "models" / "xrayvos_default.safetensors"
+    packaged = build / "lib/Slicer-5.10/qt-scripted-modules/XRayVOSLib/models" / model.name
+    assert packaged.exists() == model.exists()
+
+
+def test_dependency_check_sees_what_is_installed():
+    import sys
+
+    sys.path.insert(0, str(MODULE))
+    from xrayvos_slicer import dependencies
+
+    assert dependencies.missing_requirements(["numpy>=1.0", "numpy<1.0", "surely-not-a-package-xrayvos>=1"]) == [
+        "numpy<1.0", "surely-not-a-package-xrayvos>=1"]
+    assert "safetensors>=0.4" not in dependencies.requirements_for("flow")
+    assert "safetensors>=0.4" in dependencies.requirements_for("local")
+    assert "av>=11" in dependencies.requirements_for("flow", read_files=True, video=True)

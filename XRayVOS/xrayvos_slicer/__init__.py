@@ -1,0 +1,22 @@
+"""MRML side of the XRayVOS Slicer module: importable with slicer-core alone (no Qt, no slicer.app).
+
+    sequences  cine <-> volume sequence, the browser, frame geometry
+    segments   segmentation node <-> numpy label maps, segment metadata
+    supports   the support segmentation sequence painted in the Segment Editor
+    results    the result segmentation sequence written back after a run
+    export     frames and supports to a compact job folder for the worker
+    worker_process  the background `python -m XRayVOSLib.worker` process (start, poll, cancel)
+    logic      XRayVOSLogic, the API the widget and scripts use
+    dependencies    first-use installation of torch and the other Python packages (needs real Slicer)
+"""
+
+__all__ = ["XRayVOSLogic"]
+
+
+def __getattr__(name: str):
+    # Lazy, so `import xrayvos_slicer.worker_process` does not pull the MRML libraries in.
+    if name == "XRayVOSLogic":
+        from .logic import XRayVOSLogic
+
+        return XRayVOSLogic
+    raise AttributeError(name)

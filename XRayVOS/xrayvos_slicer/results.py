@@ -1,0 +1,136 @@
+"""Write-back: the result segmentation sequence, synchronised with the cine's browser.
+
+One item per cine frame at the cine's own index values, with the support's segments (IDs, names,
+colours, terminology). Support frames are copies of the support items, never predictions. A re-run
+replaces the earlier result computed from the same support sequence (found through its node
+references), and never touches the support sequence itself.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Mapping, Sequence
+
+import numpy as np
+import slicer
+
+from . import segments as S
+from .sequences import (CINE_REFERENCE, ROLE_ATTRIBUTE, SUPPORT_REFERENCE, frame_index, new_sequence_like,
+                        synchronized_sequences)
+
+ROLE = "result"
+
+
+def find_result_sequence(browser: "slicer.vtkMRMLSequenceBrowserNode",
+                         support: "slicer.vtkMRMLSequenceNode") -> "slicer.vtkMRMLSequenceNode | None":
+    for sequence in synchronized_sequences(browser):
+        if sequence.GetAttribute(ROLE_ATTRIBUTE) == ROLE and sequence.GetNodeReference(SUPPORT_REFERENCE) is support:
+            return sequence
+    return None
+
+
+def snapshot_supports(cine: "slicer.vtkMRMLSequenceNode", support: "slicer.vtkMRMLSequenceNode",
+                      frames: Sequence[int]) -> dict[int, "slicer.vtkMRMLSegmentationNode"]:
+    """Copies of the support items at `frames` (taken when a run starts, so later painting cannot mix in)."""
+    wanted = set(int(t) for t in frames)
+    out = {}
+    for item_number in range(support.GetNumberOfDataNodes()):
+        t = frame_index(cine, support, item_number)
+        if t in wanted:
+            out[t] = S.copy_segmentation(support.GetNthDataNode(item_number))
+    missing = wanted - set(out)
+    if missing:
+        raise ValueError(f"support sequence {support.GetName()!r} has no item at frame(s) {sorted(missing)}")
+    return out
+
+
+def write_result(scene: "slicer.vtkMRMLScene", browser: "slicer.vtkMRMLSequenceBrowserNode",
+                 support: "slicer.vtkMRMLSequenceNode", labels: np.ndarray, infos: Sequence[S.SegmentInfo],
+                 originals: Mapping[int, "slicer.vtkMRMLSegmentationNode"], attributes: Mapping[str, str] | None = None,
+                 name: str | None = None) -> "slicer.vtkMRMLSequenceNode":
+    """labels [T, H, W] (value k = infos[k-1]) -> the result sequence, created or replaced in place.
+
+    `originals` maps support frames to the segmentations painted there (see snapshot_supports); those
+    frames are stored as painted, whatever `labels` holds.
+    """
+    cine = browser.GetMasterSequenceNode()
+    labels = np.asarray(labels)
+    if labels.ndim != 3 or labels.shape[0] != cine.GetNumberOfDataNodes():
+        raise ValueError(f"result of shape {labels.shape} does not fit a cine of {cine.GetNumberOfDataNodes()} frames")
+    if labels.max(initial=0) > len(infos):
+        raise ValueError(f"result holds label {int(labels.max())} but only {len(infos)} segments are known")
+
+    built = []  # build every item before touching the scene: a failure leaves the earlier result intact
+    for t in range(labels.shape[0]):
+        volume = cine.GetNthDataNode(t)
+        if t in originals:
+            item = S.copy_segmentation(originals[t])  # exactly what the user painted
+            for info in infos:
+                S.add_segment(item, info)
+        else:
+            item = S.segmentation_from_labels(labels[t], volume, infos)
+        S.set_reference_geometry(item, volume)
+        item.SetAttribute(ROLE_ATTRIBUTE, ROLE)  # the browser copies item attributes onto the proxy
+        built.append(item)
+
+    sequence = find_result_sequence(browser, support)
+    created = sequence is None
+    if created:
+        sequence = new_sequence_like(cine, scene.GenerateUniqueName(name or f"{cine.GetName()} XRayVOS"))
+        sequence.SetAttribute(ROLE_ATTRIBUTE, ROLE)
+    was_modifying = sequence.StartModify()
+    try:
+        sequence.RemoveAllDataNodes()
+        for t, item in enumerate(built):
+            sequence.SetDataNodeAtValue(item, cine.GetNthIndexValue(t))
+        sequence.SetAttribute("XRayVOS.SupportFrames", ",".join(str(t) for t in sorted(originals)))
+        sequence.SetAttribute("XRayVOS.Created", time.strftime("%Y-%m-%d %H:%M:%S"))
+        for key, value in (attributes or {}).items():
+            sequence.SetAttribute(key, str(value))
+    finally:
+        sequence.EndModify(was_modifying)
+    if created:
+        scene.AddNode(sequence)
+        sequence.SetNodeReferenceID(CINE_REFERENCE, cine.GetID())
+        sequence.SetNodeReferenceID(SUPPORT_REFERENCE, support.GetID())
+        if sequence.GetStorageNode() is None:
+            sequence.AddDefaultStorageNode()
+        browser.AddSynchronizedSequenceNode(sequence)
+        browser.SetOverwriteProxyName(sequence, True)
+        browser.SetSaveChanges(sequence, False)  # corrections belong in the support, not the result
+    _refresh_proxy(browser, sequence)
+    return sequence
+
+
+def _refresh_proxy(browser: "slicer.vtkMRMLSequenceBrowserNode", sequence: "slicer.vtkMRMLSequenceNode") -> None:
+    """Make the proxy show the new content at the current frame and mark it as a result."""
+    current = browser.GetSelectedItemNumber()
+    cine = browser.GetMasterSequenceNode()
+    proxy = browser.GetProxyNode(sequence)
+    if proxy is None or current < 0:
+        return
+    item = sequence.GetDataNodeAtValue(cine.GetNthIndexValue(current), True)
+    if item is not None:
+        proxy.GetSegmentation().DeepCopy(item.GetSegmentation())
+    proxy.SetAttribute(ROLE_ATTRIBUTE, ROLE)
+    if proxy.GetDisplayNode() is None:
+        proxy.CreateDefaultDisplayNodes()
+
+
+def result_labelmaps(browser: "slicer.vtkMRMLSequenceBrowserNode", sequence: "slicer.vtkMRMLSequenceNode",
+                     segment_ids: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """([T, H, W] uint8 label maps in cine frame order, segment IDs by label value) from any segmentation sequence."""
+    cine = browser.GetMasterSequenceNode()
+    ids = list(segment_ids) if segment_ids is not None else S.segment_ids(sequence.GetNthDataNode(0))
+    out = None
+    for item_number in range(sequence.GetNumberOfDataNodes()):
+        t = frame_index(cine, sequence, item_number)
+        if t < 0:
+            continue
+        labels = S.labelmap(sequence.GetNthDataNode(item_number), cine.GetNthDataNode(t), ids)
+        if out is None:
+            out = np.zeros((cine.GetNumberOfDataNodes(), *labels.shape), np.uint8)
+        out[t] = labels
+    if out is None:
+        raise ValueError(f"sequence {sequence.GetName()!r} has no item at any of the cine's index values")
+    return out, ids
