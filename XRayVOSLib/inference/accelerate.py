@@ -2,7 +2,9 @@
 
 `torch.jit.optimize_for_inference` folds the frozen BatchNorms into the convolutions and runs them
 through oneDNN; on the 2-core dev machine the MobileNetV2 trunk at 512x512 drops from ~150 ms to ~30 ms.
-If tracing fails (an exotic torch build), we fall back to eager mode with a warning: same results, slower.
+Tracing and optimising cost several seconds per input size, so by default ("auto") the engine only turns
+it on for runs long enough to repay it. If tracing fails (an exotic torch build), we fall back to eager
+mode with a warning: same results, slower.
 """
 
 from __future__ import annotations
@@ -51,13 +53,15 @@ class AcceleratedNetwork:
     def __init__(self, net: LocalMatchingNetwork, enabled: bool = True) -> None:
         self.net = net
         self.enabled = enabled
+        self.broken = False  # tracing failed once: stay eager
         self._cache: dict[tuple, Callable] = {}
 
     def _get(self, name: str, module: nn.Module, example: tuple[torch.Tensor, ...]) -> Callable:
-        shape_key = (name,) + tuple(tuple(t.shape) for t in example)
+        use = self.enabled and not self.broken
+        shape_key = (name, use) + tuple(tuple(t.shape) for t in example)
         if shape_key not in self._cache:
             fn: Callable = module
-            if self.enabled:
+            if use:
                 try:
                     with torch.no_grad(), warnings.catch_warnings():
                         warnings.simplefilter("ignore")
@@ -65,7 +69,7 @@ class AcceleratedNetwork:
                         fn(*example)  # first call compiles; fail here rather than mid-run
                 except Exception as exc:  # pragma: no cover - depends on the torch build
                     warnings.warn(f"TorchScript acceleration unavailable ({exc}); running eager (slower)")
-                    self.enabled, fn = False, module
+                    self.broken, fn = True, module
             self._cache[shape_key] = fn
         return self._cache[shape_key]
 

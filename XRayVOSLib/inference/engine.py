@@ -24,6 +24,9 @@ from XRayVOSLib.model.network import LocalMatchingNetwork, QueryFeatures, soft_a
 from XRayVOSLib.model.normalize import intensity_range, to_unit_range
 
 PAD_MULTIPLE = 16
+# With accelerate="auto", TorchScript is used on CPU only for runs of at least this many frame steps:
+# tracing costs a few seconds, which short cines would not win back.
+AUTO_ACCELERATE_MIN_STEPS = 40
 
 
 @dataclass
@@ -37,12 +40,13 @@ class EngineSettings:
 
 class InferenceEngine:
     def __init__(self, network: LocalMatchingNetwork, device: torch.device, settings: EngineSettings,
-                 accelerate: bool = True) -> None:
+                 accelerate: bool | str = "auto") -> None:
         self.network = network.to(device).eval()
         self.device = device
         self.settings = settings
         # TorchScript fusion pays off on CPU; on CUDA autocast fp16 does the work.
-        self.accel = AcceleratedNetwork(self.network, enabled=accelerate and device.type == "cpu")
+        self.accelerate = accelerate if device.type == "cpu" else False
+        self.accel = AcceleratedNetwork(self.network, enabled=self.accelerate is True)
 
     def _autocast(self):
         if self.device.type == "cuda":
@@ -85,6 +89,8 @@ class InferenceEngine:
         size = tuple(np.asarray(frames[0]).shape)
         passes = plan_passes(num_frames, list(supports))
         total = sum(len(p.targets) for p in passes)
+        if self.accelerate == "auto":
+            self.accel.enabled = total >= AUTO_ACCELERATE_MIN_STEPS
         expected = np.zeros(num_frames, dtype=np.int32)
         for p in passes:
             expected[list(p.targets)] += 1

@@ -47,7 +47,7 @@ class Propagator:
     """Local-matching (or global) memory-network propagation of support masks through a cine."""
 
     def __init__(self, network: LocalMatchingNetwork, info: dict[str, Any], device: torch.device,
-                 settings: EngineSettings, accelerate: bool = True) -> None:
+                 settings: EngineSettings, accelerate: bool | str = "auto") -> None:
         self.network = network
         self.info = info
         self.device = device
@@ -72,7 +72,7 @@ class Propagator:
         memory_every: int = 6,
         max_keyframes: int = 5,
         top_k: int | None = None,
-        accelerate: bool = True,
+        accelerate: bool | str = "auto",
     ) -> "Propagator":
         """model: None (the shipped checkpoint), a checkpoint path, or a network object."""
         if matching not in ("local", "global"):
