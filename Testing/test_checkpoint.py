@@ -1,0 +1,163 @@
+"""Checkpoints: round trip, fp16, mismatched or corrupt files, and TorchScript vs eager agreement."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from XRayVOSLib.errors import ModelError
+from XRayVOSLib.inference.accelerate import AcceleratedNetwork
+from XRayVOSLib.inference.propagator import Propagator
+from XRayVOSLib.model.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from XRayVOSLib.model.config import ModelConfig
+from XRayVOSLib.model.network import LocalMatchingNetwork
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Test frames are tiny: one thread avoids OpenMP spin-waits on a shared 2-core machine (~4x faster)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def network() -> LocalMatchingNetwork:
+    torch.manual_seed(0)
+    net = LocalMatchingNetwork().eval()
+    # Non-trivial BatchNorm statistics, so a lost buffer would change the output.
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return net
+
+
+def forward(net: LocalMatchingNetwork, seed: int = 1) -> torch.Tensor:
+    """Encode a frame and a mask, read that memory back and decode: probs 1, K+1, H, W."""
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(1, 1, 64, 64, generator=g)
+    masks = (torch.rand(1, 2, 64, 64, generator=g) > 0.7).float()
+    with torch.no_grad():
+        q = net.encode_query(image)
+        v = net.encode_value(q, masks)
+        return net.segment(q, q.key[:, None], v[:, None])[1]
+
+
+def test_round_trip_gives_identical_outputs(network: LocalMatchingNetwork, tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path / "m.safetensors", network, info={"trained": True, "epochs": 3})
+    loaded, info = load_checkpoint(path)
+    assert info == {"trained": True, "epochs": 3}
+    assert loaded.config == network.config
+    assert torch.equal(forward(loaded), forward(network))
+    assert not (tmp_path / "m.safetensors.partial").exists()
+    config, info = read_metadata(path)
+    assert config == network.config and info["epochs"] == 3
+
+
+def test_propagator_loads_a_checkpoint_path(network: LocalMatchingNetwork, tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path / "m.safetensors", network, info={"trained": False})
+    prop = Propagator.load(path, device="cpu", accelerate=False)
+    assert prop.trained is False and prop.info["source"] == str(path)
+    frames = np.random.default_rng(0).integers(0, 255, (3, 48, 48), dtype=np.uint8)
+    mask = np.zeros((48, 48), np.uint8)
+    mask[10:20, 10:30] = 1
+    same = Propagator.load(network, device="cpu", accelerate=False)
+    assert np.array_equal(prop.propagate(frames, {0: mask}), same.propagate(frames, {0: mask}))
+
+
+def test_fp16_checkpoint_loads_into_fp32(network: LocalMatchingNetwork, tmp_path: Path) -> None:
+    full = save_checkpoint(tmp_path / "full.safetensors", network)
+    half = save_checkpoint(tmp_path / "half.safetensors", network, half=True)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded, _ = load_checkpoint(half)
+    ref = network.state_dict()
+    for name, tensor in loaded.state_dict().items():
+        assert tensor.dtype == ref[name].dtype
+        if tensor.is_floating_point():
+            assert torch.equal(tensor, ref[name].half().float())
+    torch.testing.assert_close(forward(loaded), forward(network), rtol=0, atol=2e-2)
+
+
+def _rewrite(src: Path, dst: Path, config_edit=None, drop: str | None = None) -> Path:
+    with safe_open(str(src), framework="pt") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys() if k != drop}
+    if config_edit:
+        config = json.loads(meta["config"])
+        config_edit(config)
+        meta["config"] = json.dumps(config)
+    save_file(tensors, str(dst), metadata=meta)
+    return dst
+
+
+def test_mismatched_config_or_tensors_raise_model_error(network: LocalMatchingNetwork, tmp_path: Path) -> None:
+    good = save_checkpoint(tmp_path / "good.safetensors", network)
+    stride8 = _rewrite(good, tmp_path / "s8.safetensors", lambda c: c.update(stride=8))
+    with pytest.raises(ModelError, match="does not match its config"):
+        load_checkpoint(stride8)
+    missing_key = next(iter(network.state_dict()))
+    missing = _rewrite(good, tmp_path / "missing.safetensors", drop=missing_key)
+    with pytest.raises(ModelError, match=f"missing.*{missing_key}"):
+        load_checkpoint(missing)
+    wide = _rewrite(good, tmp_path / "wide.safetensors", lambda c: c.update(value_dim=256))
+    with pytest.raises(ModelError, match="wrong shape"):
+        load_checkpoint(wide)
+    unknown = _rewrite(good, tmp_path / "unknown.safetensors", lambda c: c.update(attention_heads=4))
+    with pytest.raises(ModelError, match="unknown model config fields.*attention_heads"):
+        load_checkpoint(unknown)
+    bad_stride = _rewrite(good, tmp_path / "s4.safetensors", lambda c: c.update(stride=4))
+    with pytest.raises(ModelError, match="stride must be 8 or 16"):
+        load_checkpoint(bad_stride)
+    other = _rewrite(good, tmp_path / "arch.safetensors", lambda c: c.update(architecture="stcn-resnet50"))
+    with pytest.raises(ModelError, match="architecture"):
+        load_checkpoint(other)
+
+
+def test_corrupt_missing_or_foreign_files_raise_model_error(network: LocalMatchingNetwork, tmp_path: Path) -> None:
+    good = save_checkpoint(tmp_path / "good.safetensors", network)
+    data = good.read_bytes()
+    (tmp_path / "garbage.safetensors").write_bytes(b"\x00not a checkpoint" * 10)
+    (tmp_path / "truncated.safetensors").write_bytes(data[: len(data) // 2])
+    for name in ("garbage", "truncated"):
+        with pytest.raises(ModelError, match="not a readable safetensors checkpoint"):
+            load_checkpoint(tmp_path / f"{name}.safetensors")
+    with pytest.raises(ModelError, match="does not exist"):
+        load_checkpoint(tmp_path / "absent.safetensors")
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "foreign.safetensors"))
+    with pytest.raises(ModelError, match="no XRayVOS config"):
+        load_checkpoint(tmp_path / "foreign.safetensors")
+
+
+def test_stride8_checkpoint_round_trip(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = LocalMatchingNetwork(ModelConfig(stride=8)).eval()
+    loaded, _ = load_checkpoint(save_checkpoint(tmp_path / "s8.safetensors", net))
+    assert loaded.stride == 8
+    out = forward(loaded)
+    assert out.shape == (1, 3, 64, 64) and torch.equal(out, forward(net))
+
+
+def test_torchscript_and_eager_agree(network: LocalMatchingNetwork) -> None:
+    accel = AcceleratedNetwork(network, enabled=True)
+    g = torch.Generator().manual_seed(2)
+    image = torch.rand(1, 1, 48, 64, generator=g)
+    masks = (torch.rand(1, 2, 48, 64, generator=g) > 0.6).float()
+    with torch.inference_mode():
+        q_eager = network.encode_query(image)
+        q_jit = accel.encode_query(image)
+        assert accel.enabled, "tracing fell back to eager: nothing was compared"
+        torch.testing.assert_close(q_jit.key, q_eager.key, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(q_jit.feature, q_eager.feature, rtol=1e-4, atol=1e-4)
+        v_eager = network.encode_value(q_eager, masks)
+        torch.testing.assert_close(accel.encode_value(q_jit, masks), v_eager, rtol=1e-4, atol=1e-4)
+        readout = torch.randn(1, 2, network.config.value_dim, 3, 4, generator=g)
+        eager_logits = network.decoder(readout, q_eager, (48, 64))
+        torch.testing.assert_close(accel.decode(readout, q_jit), eager_logits, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,122 @@
+"""Memory bank policy (supports kept, oldest keyframes dropped, cap) and bounded memory in a real run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from XRayVOSLib.inference.memory import MemoryBank
+from XRayVOSLib.inference.propagator import Propagator
+from XRayVOSLib.model.network import LocalMatchingNetwork
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Test frames are tiny: one thread avoids OpenMP spin-waits on a shared 2-core machine (~4x faster)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def entry(value: float, objects: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.full((4, 3, 5), float(value)), torch.full((objects, 6, 3, 5), float(value))
+
+
+def test_bank_keeps_supports_and_drops_oldest_keyframes_first() -> None:
+    bank = MemoryBank(max_keyframes=3)
+    bank.add(0, *entry(0), is_support=True)
+    bank.add(20, *entry(20), is_support=True)
+    for t in range(1, 8):
+        bank.add(t, *entry(t))
+        assert len(bank) <= 2 + 3
+    assert bank.frames == [0, 20, 5, 6, 7]
+    keys, values = bank.tensors()
+    assert keys.shape == (1, 5, 4, 3, 5) and values.shape == (1, 5, 2, 6, 3, 5)
+    # The stacked tensors hold the entries in bank order (the cache follows every change).
+    assert [float(k[0, 0, 0]) for k in keys[0]] == [0, 20, 5, 6, 7]
+    bank.add(8, *entry(8))
+    assert [float(k[0, 0, 0]) for k in bank.tensors()[0][0]] == [0, 20, 6, 7, 8]
+    bank.clear_keyframes()
+    assert bank.frames == [0, 20]
+    assert bank.tensors()[0].shape[1] == 2
+
+
+def test_bank_nbytes_counts_stored_maps_and_supports_are_never_dropped() -> None:
+    bank = MemoryBank(max_keyframes=1)
+    for t in range(3):
+        bank.add(t, *entry(t), is_support=True)
+    per_entry = (4 * 3 * 5 + 2 * 6 * 3 * 5) * 4
+    assert bank.nbytes() == 3 * per_entry
+    for t in range(3, 10):
+        bank.add(t, *entry(t))
+    assert bank.frames == [0, 1, 2, 9]
+    assert bank.nbytes() == 4 * per_entry
+
+
+def test_empty_bank_refuses_to_read() -> None:
+    with pytest.raises(RuntimeError, match="memory is empty"):
+        MemoryBank().tensors()
+
+
+def discs(t: int, h: int = 64, w: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Two dark discs drifting over a noisy bright background: frames uint8 and their labels."""
+    yy, xx = np.mgrid[:h, :w]
+    rng = np.random.default_rng(0)
+    frames, labels = np.empty((t, h, w), np.uint8), np.zeros((t, h, w), np.uint8)
+    for i in range(t):
+        img = 200 + rng.normal(0, 4, (h, w))
+        for oid, (cy, cx) in ((1, (20 + i % 9, 20 + i % 7)), (2, (44, 44 - i % 5))):
+            disc = (yy - cy) ** 2 + (xx - cx) ** 2 < 8**2
+            img[disc] -= 90
+            labels[i][disc] = oid
+        frames[i] = np.clip(img, 0, 255)
+    return frames, labels
+
+
+def test_long_run_memory_stays_capped(monkeypatch) -> None:
+    """memory_every=1 adds a keyframe per frame; the bank must stop growing at supports + cap."""
+    frames, labels = discs(8)
+    supports = {0: labels[0], 7: labels[7]}
+    lengths, sizes, resets = [], [], []
+    real_add, real_clear = MemoryBank.add, MemoryBank.clear_keyframes
+
+    def add(self: MemoryBank, *args, **kwargs) -> None:
+        real_add(self, *args, **kwargs)
+        lengths.append(len(self))
+        sizes.append(self.nbytes())
+
+    def clear(self: MemoryBank) -> None:
+        real_clear(self)
+        resets.append(len(lengths))
+
+    monkeypatch.setattr(MemoryBank, "add", add)
+    monkeypatch.setattr(MemoryBank, "clear_keyframes", clear)
+    torch.manual_seed(0)
+    prop = Propagator.load(LocalMatchingNetwork().eval(), device="cpu", memory_every=1, max_keyframes=3,
+                           accelerate=False)
+    out = prop.propagate(frames, supports)
+    assert out.shape == frames.shape
+    # 2 supports, then two passes of 6 frames between the supports, each adding one keyframe per frame.
+    assert len(lengths) == 2 + 2 * 6 and len(resets) == 2
+    assert max(lengths) == 2 + 3
+    assert all(n <= 5 for n in lengths)
+    # Past the cap, the bytes held are flat within each pass.
+    first_pass = sizes[resets[0] : resets[1]]
+    assert first_pass[3:] == [first_pass[2]] * (len(first_pass) - 3)
+    assert first_pass[2] == sizes[-1]
+
+
+def test_engine_memory_interval_controls_keyframes(monkeypatch) -> None:
+    """memory_every=R adds frames R, 2R, ... of each pass (counted from the support)."""
+    frames, labels = discs(8)
+    added: list[tuple[int, bool]] = []
+    real_add = MemoryBank.add
+    monkeypatch.setattr(MemoryBank, "add", lambda self, t, k, v, is_support=False: (
+        added.append((t, is_support)), real_add(self, t, k, v, is_support))[-1])
+    torch.manual_seed(0)
+    prop = Propagator.load(LocalMatchingNetwork().eval(), device="cpu", memory_every=3, accelerate=False)
+    prop.propagate(frames, {2: labels[2]})
+    # Backward pass 1, 0 (no third frame); forward pass 3..7 adds its 3rd frame (5) and no 6th.
+    assert added == [(2, True), (5, False)]

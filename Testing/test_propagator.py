@@ -1,0 +1,211 @@
+"""The Propagator API on real (untrained, seeded) forward passes: supports, merge, progress, cancel, errors."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from XRayVOSLib.errors import CancelledError, InputError
+from XRayVOSLib.inference import engine as engine_module
+from XRayVOSLib.inference.merge import (
+    Pass,
+    blend_probabilities,
+    labels_to_onehot,
+    plan_passes,
+    probabilities_to_labels,
+    support_weight,
+)
+from XRayVOSLib.inference.propagator import Propagator
+from XRayVOSLib.io import LazyFrames
+from XRayVOSLib.methods import make_method
+from XRayVOSLib.model.network import LocalMatchingNetwork
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Test frames are tiny: one thread avoids OpenMP spin-waits on a shared 2-core machine (~4x faster)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def discs(t: int, h: int = 64, w: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Two dark discs drifting over a noisy bright background: frames uint8 and their labels (ids 1, 2)."""
+    yy, xx = np.mgrid[:h, :w]
+    rng = np.random.default_rng(0)
+    frames, labels = np.empty((t, h, w), np.uint8), np.zeros((t, h, w), np.uint8)
+    for i in range(t):
+        img = 200 + rng.normal(0, 4, (h, w))
+        for oid, (cy, cx) in ((1, (h // 3 + i, w // 3 + i)), (2, (2 * h // 3, 2 * w // 3 - i))):
+            disc = (yy - cy) ** 2 + (xx - cx) ** 2 < (min(h, w) // 8) ** 2
+            img[disc] -= 90
+            labels[i][disc] = oid
+        frames[i] = np.clip(img, 0, 255)
+    return frames, labels
+
+
+@pytest.fixture(scope="module")
+def network() -> LocalMatchingNetwork:
+    torch.manual_seed(0)
+    return LocalMatchingNetwork().eval()
+
+
+@pytest.fixture(scope="module")
+def prop(network: LocalMatchingNetwork) -> Propagator:
+    return Propagator.load(network, device="cpu", accelerate=False)
+
+
+def test_supports_are_returned_bit_identical_with_their_ids_and_dtype(prop: Propagator) -> None:
+    frames, labels = discs(5)
+    relabel = np.array([0, 3, 7], np.uint16)
+    supports = {1: relabel[labels[1]], 4: relabel[labels[4]]}
+    out = prop.propagate(frames, supports)
+    assert out.shape == frames.shape and out.dtype == np.uint16
+    for t, mask in supports.items():
+        assert np.array_equal(out[t], mask)
+    assert set(np.unique(out)) <= {0, 3, 7}
+    # The generator hands back the very arrays it was given for support frames.
+    yielded = dict(prop.iter_propagate(frames, supports))
+    assert all(yielded[t] is not None and np.array_equal(yielded[t], m) and yielded[t].dtype == np.uint16
+               for t, m in supports.items())
+
+
+def test_merge_rule_blends_by_distance_to_each_support() -> None:
+    assert plan_passes(10, [6, 2]) == [
+        Pass(2, (1, 0)), Pass(2, (3, 4, 5)), Pass(6, (5, 4, 3)), Pass(6, (7, 8, 9))]
+    assert plan_passes(3, [0, 1, 2]) == []
+    assert [support_weight(t, 2, [2, 6]) for t in (3, 4, 5)] == [0.75, 0.5, 0.25]
+    assert [support_weight(t, 6, [2, 6]) for t in (3, 4, 5)] == [0.25, 0.5, 0.75]
+    assert support_weight(0, 2, [2, 6]) == support_weight(9, 6, [2, 6]) == 1.0
+    # Two supports whose masks differ: each pass says "my support's mask"; nearer support wins.
+    _, labels = discs(2)
+    mask_a, mask_b = labels[0], np.where(labels[0] == 2, 0, labels[0]).astype(np.uint8)  # b lacks object 2
+    ids = [1, 2]
+    merged = {}
+    for t in (3, 4, 5):
+        acc = blend_probabilities(None, labels_to_onehot(mask_a, ids), support_weight(t, 2, [2, 6]))
+        acc = blend_probabilities(acc, labels_to_onehot(mask_b, ids), support_weight(t, 6, [2, 6]))
+        merged[t] = probabilities_to_labels(acc, ids)
+    assert np.array_equal(merged[3], mask_a) and np.array_equal(merged[5], mask_b)
+
+
+def test_real_run_visits_frames_as_planned(prop: Propagator, monkeypatch) -> None:
+    frames, labels = discs(9)
+    supports = {2: labels[2], 6: labels[6]}
+    visits: list[tuple[int, int]] = []
+    real = engine_module.support_weight
+    monkeypatch.setattr(engine_module, "support_weight", lambda t, s, sup: visits.append((t, s)) or real(t, s, sup))
+    calls: list[tuple[int, int]] = []
+    out = prop.propagate(frames, supports, progress=lambda d, n: calls.append((d, n)))
+    planned = [(t, p.source) for p in plan_passes(9, [2, 6]) for t in p.targets]
+    assert visits == planned
+    counts = np.bincount([t for t, _ in visits], minlength=9)
+    assert counts.tolist() == [1, 1, 0, 2, 2, 2, 0, 1, 1]
+    assert calls == [(i, len(planned)) for i in range(1, len(planned) + 1)]  # progress reaches total
+    assert out.shape == frames.shape
+
+
+def test_generator_yields_every_frame_exactly_once(prop: Propagator) -> None:
+    frames, labels = discs(6)
+    order = [t for t, _ in prop.iter_propagate(frames, {0: labels[0], 5: labels[5]})]
+    assert order[:2] == [0, 5]
+    assert sorted(order) == list(range(6))
+
+
+def test_lazy_frames_give_the_same_labels_as_an_array(prop: Propagator) -> None:
+    frames, labels = discs(4)
+    reads: list[int] = []
+    lazy = LazyFrames(4, (64, 64), np.uint8, lambda i: reads.append(i) or frames[i])
+    assert np.array_equal(prop.propagate(lazy, {0: labels[0]}), prop.propagate(frames, {0: labels[0]}))
+    assert set(reads) == {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize("cancel_at", [1, 3])
+def test_cancel_stops_within_one_frame(prop: Propagator, cancel_at: int) -> None:
+    frames, labels = discs(7)
+    cancel = threading.Event()
+    done: list[int] = []
+
+    def progress(d: int, n: int) -> None:
+        done.append(d)
+        if d == cancel_at:
+            cancel.set()
+
+    with pytest.raises(CancelledError, match="cancelled"):
+        prop.propagate(frames, {0: labels[0]}, progress=progress, cancel=cancel)
+    assert cancel_at <= max(done) <= cancel_at + 1
+
+
+def test_cancel_before_start_runs_no_frame(prop: Propagator) -> None:
+    frames, labels = discs(4)
+    cancel = threading.Event()
+    cancel.set()
+    done: list[int] = []
+    with pytest.raises(CancelledError):
+        prop.propagate(frames, {0: labels[0]}, progress=lambda d, n: done.append(d), cancel=cancel)
+    assert done == []
+
+
+def _bad_inputs() -> dict[str, tuple]:
+    frames, labels = discs(3)
+    nan_frames = frames.astype(np.float32)
+    nan_frames[1, 5, 5] = np.nan
+    return {
+        "single frame": (frames[:1], {0: labels[0]}, "at least 2 frames"),
+        "rgb frames": (np.stack([frames] * 3, axis=-1), {0: labels[0]}, "colour"),
+        "wrong-size mask": (frames, {0: labels[0][:, :-2]}, "nothing is resized"),
+        "empty mask": (frames, {0: np.zeros_like(labels[0])}, "empty"),
+        "nan frames": (nan_frames, {0: labels[0]}, "NaN"),
+        "support out of range": (frames, {3: labels[0]}, "out of range"),
+        "negative support": (frames, {-1: labels[0]}, "out of range"),
+        "no supports": (frames, {}, "at least one support"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_bad_inputs()))
+def test_bad_inputs_raise_input_error_naming_the_problem(prop: Propagator, case: str) -> None:
+    frames, supports, message = _bad_inputs()[case]
+    with pytest.raises(InputError, match=message):
+        prop.propagate(frames, supports)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_gpu_is_an_input_error(network: LocalMatchingNetwork) -> None:
+    with pytest.raises(InputError, match="no CUDA GPU"):
+        Propagator.load(network, device="cuda")
+    with pytest.raises(InputError, match="no CUDA GPU"):
+        make_method("local", device="cuda")
+
+
+def test_unknown_matching_and_bad_settings_are_input_errors(network: LocalMatchingNetwork) -> None:
+    with pytest.raises(InputError, match="matching"):
+        Propagator.load(network, matching="nearest")
+    with pytest.raises(InputError, match="unknown method"):
+        make_method("nearest")
+    with pytest.raises(InputError, match="window"):
+        Propagator.load(network, window=0)
+    with pytest.raises(InputError, match="memory_every"):
+        Propagator.load(network, memory_every=0)
+
+
+def test_uint16_frames_work(prop: Propagator) -> None:
+    frames, labels = discs(3)
+    wide = frames.astype(np.uint16) * 16 + 300  # 12-bit-like detector values
+    out = prop.propagate(wide, {0: labels[0]})
+    assert out.shape == frames.shape and out.dtype == np.uint8
+    assert np.array_equal(out[0], labels[0]) and set(np.unique(out)) <= {0, 1, 2}
+    # A linear rescale of the pixel values maps to the same [0, 1] input, so labels match a 16-bit
+    # version with another offset and gain exactly.
+    assert np.array_equal(prop.propagate(frames.astype(np.uint16) * 32 + 1000, {0: labels[0]}), out)
+
+
+def test_sizes_not_multiple_of_16_keep_the_input_size(prop: Propagator) -> None:
+    frames, labels = discs(3, 70, 90)
+    out = prop.propagate(frames, {1: labels[1]})
+    assert out.shape == (3, 70, 90)
+    assert np.array_equal(out[1], labels[1])
+    assert set(np.unique(out)) <= {0, 1, 2}
