@@ -32,3 +32,14 @@ def phantom_dir(shared_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def pretrained_mobilenet(shared_dir: Path) -> Path:
     return shared_dir / "pretrained" / "mobilenet_v2-b0353104.pth"
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Test frames are tiny: one thread avoids OpenMP spin-waits on a shared 2-core machine (~4x faster)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -21,13 +21,7 @@ from XRayVOSLib.model.matching import (
 from XRayVOSLib.model.network import LocalMatchingNetwork
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Test frames are tiny: one thread avoids OpenMP spin-waits on a shared 2-core machine (~4x faster)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def unfold_window(feature_map: torch.Tensor, y0: int, x0: int, k: int) -> torch.Tensor:

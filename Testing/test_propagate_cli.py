@@ -26,13 +26,7 @@ RUN_KEYS = {"input", "frames", "height", "width", "objects", "supports", "device
 ONE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Test frames are tiny: one thread avoids OpenMP spin-waits on a shared 2-core machine (~4x faster)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -24,13 +24,7 @@ from XRayVOSLib.methods import make_method
 from XRayVOSLib.model.network import LocalMatchingNetwork
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Test frames are tiny: one thread avoids OpenMP spin-waits on a shared 2-core machine (~4x faster)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def discs(t: int, h: int = 64, w: int = 64) -> tuple[np.ndarray, np.ndarray]:

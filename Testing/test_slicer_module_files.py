@@ -26,6 +26,32 @@ def test_byte_compiles_with_conservative_syntax(path, tmp_path):
     ast.parse(path.read_text(encoding="utf-8"), filename=str(path), feature_version=(3, 10))
 
 
+def _python312() -> str | None:
+    candidates = [shutil.which("python3.12"), *map(str, sorted(Path.home().glob(".pyenv/versions/3.12*/bin/python3.12")))]
+    for found in filter(None, candidates):
+        probe = subprocess.run([found, "-c", "import sys; print(sys.version_info[:2] == (3, 12))"],
+                               capture_output=True, text=True)
+        if probe.returncode == 0 and probe.stdout.strip() == "True":
+            return found
+    return None
+
+
+def test_byte_compiles_with_python_312(tmp_path):
+    """Slicer >= 5.10 embeds Python 3.12: compile the module and its logic with a real 3.12 where there is one."""
+    python = _python312()
+    if python is None:
+        pytest.skip("no python3.12 interpreter on this machine")
+    files = [*PYTHON_FILES, *sorted((REPO / "XRayVOSLib").rglob("*.py"))]
+    code = "import py_compile, sys\nfor f in sys.argv[1:]: py_compile.compile(f, cfile=f + '.312c', doraise=True)"
+    copies = []
+    for i, f in enumerate(files):
+        copy = tmp_path / f"{i}_{f.name}"
+        copy.write_bytes(f.read_bytes())
+        copies.append(str(copy))
+    result = subprocess.run([python, "-c", code, *copies], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
 def test_logic_package_needs_no_qt_nor_slicer_app():
     for path in LOGIC_FILES:
         tree = ast.parse(path.read_text(encoding="utf-8"))
