@@ -43,6 +43,8 @@ def propagate_and_score(cine, out_dir: Path) -> dict[str, Path]:
     propagator = Propagator.load(None, device="auto", matching="local")
     if not propagator.trained:
         print("WARNING: no trained model was found; the propagation below uses UNTRAINED weights.")
+    elif propagator.info.get("note"):
+        print(f"NOTE on the model: {propagator.info['note']}")
     results: dict[str, dict] = {}
     paths: dict[str, Path] = {}
     for name, method in (("local", propagator), ("flow", make_method("flow"))):

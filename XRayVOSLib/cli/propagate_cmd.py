@@ -151,12 +151,15 @@ def build_method(args: argparse.Namespace) -> tuple[Any, dict]:
         method = make_method(args.matching, model=args.model, device=args.device, window=args.window,
                              memory_every=args.memory_every)
     if args.no_jit:
-        method.engine.accel.enabled = False  # eager: no per-shape tracing warm-up (short cines, debugging)
+        method.engine.accelerate = False  # eager: no per-shape tracing warm-up (short cines, debugging)
+        method.engine.accel.enabled = False
     source = method.info.get("source", "untrained")
     if not method.trained:
         what = "no trained model found (models/ is empty, no --model)" if source == "untrained" else f"model {source}"
         print(f"xrayvos propagate: warning: {what}: running with UNTRAINED weights, the masks will be meaningless",
               file=sys.stderr, flush=True)
+    elif method.info.get("note"):
+        print(f"xrayvos propagate: note on the model: {method.info['note']}", file=sys.stderr, flush=True)
     return method, {"device": str(method.device), "model": str(source), "model_trained": method.trained}
 
 
