@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from XRayVOSLib.cli import main, propagate_cmd
+from XRayVOSLib.inference import propagator
 from XRayVOSLib.io import read_mask, write_mask
 from XRayVOSLib.model.checkpoint import save_checkpoint
 from XRayVOSLib.model.network import LocalMatchingNetwork
@@ -66,7 +67,8 @@ def check_output(out: Path, cine: dict, supports: dict[int, Path]) -> dict:
     return record
 
 
-def test_propagate_npy_with_png_support(cine: dict, tmp_path: Path, capsys) -> None:
+def test_propagate_npy_with_png_support(cine: dict, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(propagator, "default_model_path", lambda: None)  # no checkpoint, whatever models/ holds
     out = tmp_path / "out"
     rc = main(["propagate", str(cine["npy"]), "--support", f"0:{cine['m0']}", "--out", str(out),
                "--no-jit", "--quiet", "--window", "7", "--memory-every", "2"])
@@ -76,6 +78,17 @@ def test_propagate_npy_with_png_support(cine: dict, tmp_path: Path, capsys) -> N
     assert record["device"] == "cpu" and record["model"] == "untrained" and record["model_trained"] is False
     err = capsys.readouterr().err
     assert "warning" in err and "UNTRAINED" in err
+
+
+@pytest.mark.skipif(propagator.default_model_path() is None, reason="models/ ships no checkpoint here")
+def test_propagate_uses_the_shipped_model(cine: dict, tmp_path: Path, capsys) -> None:
+    shipped = propagator.default_model_path()
+    out = tmp_path / "out"
+    assert main(["propagate", str(cine["npy"]), "--support", f"0:{cine['m0']}", "--out", str(out),
+                 "--no-jit", "--quiet"]) == 0
+    record = check_output(out, cine, {0: cine["m0"]})
+    assert record["model"] == str(shipped) and record["model_trained"] is True
+    assert "UNTRAINED" not in capsys.readouterr().err
 
 
 def test_propagate_png_folder_two_supports_progress_json(cine: dict, tmp_path: Path, capsys) -> None:
