@@ -151,8 +151,7 @@ def build_method(args: argparse.Namespace) -> tuple[Any, dict]:
         method = make_method(args.matching, model=args.model, device=args.device, window=args.window,
                              memory_every=args.memory_every)
     if args.no_jit:
-        method.engine.accelerate = False  # eager: no per-shape tracing warm-up (short cines, debugging)
-        method.engine.accel.enabled = False
+        method.engine.set_acceleration(False)  # eager: no per-shape tracing warm-up (short cines, debugging)
     source = method.info.get("source", "untrained")
     if not method.trained:
         what = "no trained model found (models/ is empty, no --model)" if source == "untrained" else f"model {source}"

@@ -45,8 +45,13 @@ class InferenceEngine:
         self.device = device
         self.settings = settings
         # TorchScript fusion pays off on CPU; on CUDA autocast fp16 does the work.
-        self.accelerate = accelerate if device.type == "cpu" else False
-        self.accel = AcceleratedNetwork(self.network, enabled=self.accelerate is True)
+        self.accel = AcceleratedNetwork(self.network)
+        self.set_acceleration(accelerate)
+
+    def set_acceleration(self, mode: bool | str) -> None:
+        """True, False, or "auto" (TorchScript only for runs of AUTO_ACCELERATE_MIN_STEPS or more); CPU only."""
+        self.accelerate = mode if self.device.type == "cpu" else False
+        self.accel.enabled = self.accelerate is True
 
     def _autocast(self):
         if self.device.type == "cuda":
