@@ -7,10 +7,13 @@
     export     frames and supports to a compact job folder for the worker
     worker_process  the background `python -m XRayVOSLib.worker` process (start, poll, cancel)
     logic      XRayVOSLogic, the API the widget and scripts use
+    models     the bundled and the user's fine-tuned models, with their model cards
+    training_cases  reviewed cases from the scene -> a DAVIS folder for fine-tuning
+    finetune_logic  FinetuneLogic: checks, the background `xrayvos finetune`, installing the model
     dependencies    first-use installation of torch and the other Python packages (needs real Slicer)
 """
 
-__all__ = ["XRayVOSLogic"]
+__all__ = ["XRayVOSLogic", "FinetuneLogic"]
 
 
 def __getattr__(name: str):
@@ -19,4 +22,8 @@ def __getattr__(name: str):
         from .logic import XRayVOSLogic
 
         return XRayVOSLogic
+    if name == "FinetuneLogic":
+        from .finetune_logic import FinetuneLogic
+
+        return FinetuneLogic
     raise AttributeError(name)

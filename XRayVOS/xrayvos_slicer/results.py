@@ -19,6 +19,7 @@ from .sequences import (CINE_REFERENCE, ROLE_ATTRIBUTE, SUPPORT_REFERENCE, frame
                         synchronized_sequences)
 
 ROLE = "result"
+REVIEWED_ATTRIBUTE = "XRayVOS.ReviewedFrames"  # result frames the user accepted as labels (see training_cases)
 
 
 def find_result_sequence(browser: "slicer.vtkMRMLSequenceBrowserNode",
@@ -85,6 +86,7 @@ def write_result(scene: "slicer.vtkMRMLScene", browser: "slicer.vtkMRMLSequenceB
             sequence.SetDataNodeAtValue(item, cine.GetNthIndexValue(t))
         sequence.SetAttribute("XRayVOS.SupportFrames", ",".join(str(t) for t in sorted(originals)))
         sequence.SetAttribute("XRayVOS.Created", time.strftime("%Y-%m-%d %H:%M:%S"))
+        sequence.RemoveAttribute(REVIEWED_ATTRIBUTE)  # reviews were of the predictions just replaced
         for key, value in (attributes or {}).items():
             sequence.SetAttribute(key, str(value))
     finally:

@@ -1,4 +1,7 @@
-"""Launch, monitor and cancel `python -m XRayVOSLib.worker --job JOB` without blocking the caller.
+"""Launch, monitor and cancel a background `python -m ...` without blocking the caller.
+
+The propagation worker is `python -m XRayVOSLib.worker --job JOB`; a fine-tune is
+`python -m XRayVOSLib finetune ... --progress-json`. Both report JSON lines with an "event" key.
 
 Reader threads turn the worker's stdout into a queue of JSON events and keep the last stderr lines;
 `poll()` drains the queue and never blocks, so a Qt timer (or a script loop) can call it. Cancel kills
@@ -53,8 +56,11 @@ class WorkerProcess:
     """One background worker run. Not thread-safe: call start / poll / cancel from one thread."""
 
     def __init__(self, job_path: str | Path, python: str | None = None,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None, module_args: list[str] | None = None) -> None:
+        """job_path: the job JSON (its folder is the working directory). module_args: what follows
+        `python -m` (default: the propagation worker on job_path)."""
         self.job_path = Path(job_path)
+        self.module_args = list(module_args) if module_args else ["XRayVOSLib.worker", "--job", str(self.job_path)]
         self.python = python or python_executable()
         self.env = dict(env) if env is not None else worker_environment()
         self.proc: subprocess.Popen | None = None
@@ -67,7 +73,7 @@ class WorkerProcess:
 
     @property
     def command(self) -> list[str]:
-        return [self.python, "-m", "XRayVOSLib.worker", "--job", str(self.job_path)]
+        return [self.python, "-m", *self.module_args]
 
     def start(self) -> None:
         if self.proc is not None:

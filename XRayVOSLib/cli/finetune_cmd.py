@@ -2,7 +2,10 @@
 
 With --progress-json, progress goes to stdout as JSON lines, one per step:
   {"event": "progress", "step": s, "total": n, "loss": x, "eta_s": e}
-and at the end {"event": "done", "model": path, ...}. Background callers (the Slicer module) parse these.
+a line {"event": "stage", "stage": name} as each stage starts (train | teacher, pseudo-label, student |
+validate), and at the end {"event": "done", "model": path, ...}. Background callers (the Slicer module)
+parse these. With --val-annotations DIR (held-out masks, DIR/<video>/%05d.png), the done line carries
+"validation": J&F on those frames for the initial and the fine-tuned model.
 The output model appears only when training completes (written under a temporary name, then renamed).
 """
 
@@ -28,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--size", type=int, default=320, help="training crop size")
     p.add_argument("--work-dir", help="keep intermediate checkpoints here (default: a temporary folder)")
+    p.add_argument("--val-annotations", help="held-out masks (<video>/%%05d.png) scored before and after")
     p.add_argument("--progress-json", action="store_true", help="JSON progress lines on stdout")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
@@ -47,7 +51,14 @@ def run(args: argparse.Namespace) -> int:
     default = default_model_path()
     if default is not None and out.resolve() == default.resolve():
         raise InputError(f"--out {out} is the shipped model; choose another path (it is never overwritten)")
+    val_root = Path(args.val_annotations) if args.val_annotations else None
+    if val_root is not None and not val_root.is_dir():
+        raise InputError(f"--val-annotations {val_root}: folder not found")
     started = time.time()
+
+    def on_stage(name: str) -> None:
+        if args.progress_json:
+            print(json.dumps({"event": "stage", "stage": name}), flush=True)
 
     def on_step(step: int, total: int, losses: dict[str, float]) -> None:
         if args.progress_json:
@@ -59,7 +70,13 @@ def run(args: argparse.Namespace) -> int:
     base = TrainConfig(batch_size=args.batch_size, size=args.size)
     path, report = finetune(args.data, init, out, steps=args.steps, two_shot=args.two_shot, device=args.device,
                             work_dir=args.work_dir, base=base, on_step=on_step,
-                            show_progress=not (args.quiet or args.progress_json))
+                            show_progress=not (args.quiet or args.progress_json), on_stage=on_stage)
+    if val_root is not None:
+        from XRayVOSLib.training.validation import validation_jf
+
+        on_stage("validate")
+        report["validation"] = {"initial": validation_jf(init, args.data, val_root, device=args.device),
+                                "finetuned": validation_jf(path, args.data, val_root, device=args.device)}
     summary = {"event": "done", "model": str(path), "seconds": round(time.time() - started, 1), **report}
     print(json.dumps(summary) if args.progress_json else f"model written to {path}", file=sys.stdout, flush=True)
     return 0

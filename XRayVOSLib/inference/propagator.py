@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -16,21 +15,7 @@ from XRayVOSLib.inference.validate import check_frames, check_supports
 from XRayVOSLib.model.checkpoint import load_checkpoint
 from XRayVOSLib.model.config import ModelConfig
 from XRayVOSLib.model.network import LocalMatchingNetwork
-
-DEFAULT_MODEL_NAME = "xrayvos_default.safetensors"
-PACKAGE_DIR = Path(__file__).resolve().parents[1]
-
-
-def default_model_path() -> Path | None:
-    """The shipped checkpoint: $XRAYVOS_MODEL, else models/ beside the package (repo, Slicer module)."""
-    env = os.environ.get("XRAYVOS_MODEL")
-    if env:
-        return Path(env)
-    for candidate in (PACKAGE_DIR.parent / "models" / DEFAULT_MODEL_NAME, PACKAGE_DIR / "models" / DEFAULT_MODEL_NAME):
-        if candidate.is_file():
-            return candidate
-    return None
-
+from XRayVOSLib.model_files import DEFAULT_MODEL_NAME, default_model_path
 
 def resolve_device(device: str | torch.device) -> torch.device:
     name = str(device)

@@ -14,7 +14,7 @@ from XRayVOSLib.errors import ModelError
 from XRayVOSLib.model.config import ModelConfig
 from XRayVOSLib.model.network import LocalMatchingNetwork
 
-FORMAT = "xrayvos-checkpoint"
+from XRayVOSLib.model_files import CHECKPOINT_FORMAT as FORMAT
 
 
 def save_checkpoint(

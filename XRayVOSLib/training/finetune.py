@@ -13,7 +13,7 @@ import dataclasses
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -70,8 +70,13 @@ def finetune(
     on_step: StepCallback | None = None,
     cancel=None,
     show_progress: bool = True,
+    on_stage: Callable[[str], None] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
-    """Fine-tune `init` on `data_root`; the model is written to out_path only when training completes."""
+    """Fine-tune `init` on `data_root`; the model is written to out_path only when training completes.
+
+    on_stage(name) is called as each stage starts: "train", or "teacher", "pseudo-label", "student".
+    """
+    stage = on_stage or (lambda _name: None)
     data_root, out_path = Path(data_root), Path(out_path)
     videos = list_videos(data_root)
     for video in videos:
@@ -85,13 +90,16 @@ def finetune(
     try:
         if not two_shot:
             cfg = dataclasses.replace(base, **common, steps=steps, out_dir=str(work / "model"))
+            stage("train")
             model = run_training(cfg, on_step=on_step, cancel=cancel, show_progress=show_progress)
         else:
             teacher_steps = max(1, steps // 2)
             student_steps = max(1, steps - teacher_steps)
             teacher_cfg = dataclasses.replace(base, **common, steps=teacher_steps, out_dir=str(work / "teacher"))
+            stage("teacher")
             teacher = run_training(teacher_cfg, on_step=on_step, cancel=cancel, show_progress=show_progress)
             pseudo_root = work / "pseudo"
+            stage("pseudo-label")
             pseudo_label(data_root, teacher, pseudo_root, device=device)
             losses = dataclasses.replace(base.losses, consistency=True)
             student_cfg = dataclasses.replace(base, **common, steps=student_steps, pseudo_root=str(pseudo_root),
@@ -101,6 +109,7 @@ def finetune(
                 if on_step is not None:
                     on_step(teacher_steps + step, teacher_steps + total, values)
 
+            stage("student")
             model = run_training(student_cfg, on_step=student_step, cancel=cancel, show_progress=show_progress)
             report.update(teacher_steps=teacher_steps, student_steps=student_steps)
         out_path.parent.mkdir(parents=True, exist_ok=True)

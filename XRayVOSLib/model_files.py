@@ -1,0 +1,44 @@
+"""Where models live, and what a model file says about itself, without importing torch.
+
+The Slicer module lists models (the bundled one and a user's fine-tuned ones) from its GUI process,
+where loading torch just to fill a drop-down would cost seconds; safetensors reads the header alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MODEL_NAME = "xrayvos_default.safetensors"
+PACKAGE_DIR = Path(__file__).resolve().parent
+CHECKPOINT_FORMAT = "xrayvos-checkpoint"
+
+
+def default_model_path() -> Path | None:
+    """The shipped checkpoint: $XRAYVOS_MODEL, else models/ beside the package (repo, Slicer module)."""
+    env = os.environ.get("XRAYVOS_MODEL")
+    if env:
+        return Path(env)
+    for candidate in (PACKAGE_DIR.parent / "models" / DEFAULT_MODEL_NAME, PACKAGE_DIR / "models" / DEFAULT_MODEL_NAME):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_model_header(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(config, info) from an XRayVOS checkpoint's metadata; None when the file is not one."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            meta = handle.metadata() or {}
+        if meta.get("format") != CHECKPOINT_FORMAT:
+            return None
+        return json.loads(meta.get("config", "{}")), json.loads(meta.get("info", "{}"))
+    except Exception:  # a corrupt or foreign file is simply not listed
+        return None
+
+
+__all__ = ["DEFAULT_MODEL_NAME", "CHECKPOINT_FORMAT", "default_model_path", "read_model_header"]
