@@ -202,3 +202,59 @@ def test_cancel_leaves_no_model(ft, two_cases, bundled_digest):
     assert not ft.models_dir.exists() or not list(ft.models_dir.iterdir())
     assert not run.work_dir.exists()
     assert [e for e in ft.available_models() if not e.bundled] == []
+
+
+def test_model_registry_lists_complete_checkpoints_only(tmp_path, bundled_digest):
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")
+    from XRayVOSLib.model.checkpoint import save_checkpoint
+    from XRayVOSLib.model.network import LocalMatchingNetwork
+    from xrayvos_slicer import models
+
+    source = save_checkpoint(tmp_path / "trained.safetensors", LocalMatchingNetwork(), {"steps": 7})
+    folder = tmp_path / "models"
+    installed = models.install_model(source, folder, "Site B", {"name": "Site B", "steps": 7})
+    assert installed.name == "Site_B.safetensors" and json.loads(installed.with_suffix(".json").read_text())["steps"] == 7
+    (folder / "junk.safetensors").write_bytes(b"not a checkpoint")
+    (folder / ".Site_C.safetensors.partial").write_bytes(source.read_bytes())
+    users = [e for e in models.available_models(folder) if not e.bundled]
+    assert [(e.name, e.path) for e in users] == [("Site B", installed)]
+    with pytest.raises(ValueError, match="already exists"):
+        models.install_model(source, folder, "Site B", {})
+    bundled = models.bundled_model()
+    if bundled is not None:
+        assert models.available_models(folder)[0].bundled
+        with pytest.raises(ValueError, match="never overwritten"):
+            models.install_model(source, bundled.path.parent, bundled.path.stem, {})
+    # Listing models reads safetensors headers only: no torch in the GUI process.
+    code = ("import sys; from XRayVOSLib.model_files import read_model_header; "
+            f"h = read_model_header({str(installed)!r}); assert h[1]['steps'] == 7, h; "
+            "assert 'torch' not in sys.modules; print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "ok", done.stderr
+
+
+@pytest.mark.slow
+def test_davis_folder_route_and_a_failing_process(ft, tmp_path, bundled_digest):
+    """A DAVIS folder instead of scene cases; masks of the wrong size make the process fail with its message."""
+    pytest.importorskip("torch")
+    from XRayVOSLib.io import read_mask, write_mask
+    from XRayVOSLib.synth import write_davis_dataset
+    from xrayvos_slicer.finetune_logic import FAILED, FinetuneSettings
+
+    root = tmp_path / "davis"
+    write_davis_dataset(root, num_videos=1, num_frames=6, size=64, seed=5)
+    with pytest.raises(ValueError, match="one of the two"):
+        ft.plan(FinetuneSettings(name="x", device="cpu"))
+    plan = ft.plan(FinetuneSettings(name="x", device="cpu"), data_dir=root)
+    assert plan.data_dir == root and not plan.two_shot  # 6 annotated frames: plain fine-tuning
+    for png in (root / "Annotations").rglob("*.png"):
+        write_mask(png, read_mask(png)[:32, :32])
+    run = ft.start(FinetuneSettings(name="broken", device="cpu", steps=3, size=32, batch_size=1), data_dir=root)
+    while ft.poll(run) == "running":
+        run.worker.wait(0.2)
+    assert run.state == FAILED and "masks are (32, 32) but frames are (64, 64)" in run.error, run.error
+    assert not ft.models_dir.exists() or not list(ft.models_dir.iterdir())
+    assert root.is_dir() and not run.work_dir.exists()  # the user's folder is kept, our temporary one is not

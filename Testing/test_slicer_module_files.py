@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 MODULE = REPO / "XRayVOS"
 MODULE_SCRIPT = MODULE / "XRayVOS.py"
 LOGIC_FILES = sorted((MODULE / "xrayvos_slicer").glob("*.py"))
-PYTHON_FILES = [MODULE_SCRIPT, *LOGIC_FILES, REPO / "XRayVOSLib" / "worker.py"]
+GUI_FILES = sorted((MODULE / "xrayvos_gui").glob("*.py"))  # Qt: need real Slicer
+PYTHON_FILES = [MODULE_SCRIPT, *LOGIC_FILES, *GUI_FILES, REPO / "XRayVOSLib" / "worker.py"]
 
 
 @pytest.mark.parametrize("path", PYTHON_FILES, ids=lambda p: p.name)
@@ -70,7 +71,10 @@ def _classes(tree: ast.Module) -> dict[str, ast.ClassDef]:
 
 def test_module_widget_ui_and_parameter_node_agree():
     tree = ast.parse(MODULE_SCRIPT.read_text(encoding="utf-8"))
+    gui_trees = [ast.parse(path.read_text(encoding="utf-8")) for path in GUI_FILES]
     classes = _classes(tree)
+    for gui_tree in gui_trees:
+        classes.update(_classes(gui_tree))
     bases = {name: [getattr(b, "id", getattr(b, "attr", "")) for b in node.bases] for name, node in classes.items()}
     assert "ScriptedLoadableModule" in bases["XRayVOS"]
     assert "ScriptedLoadableModuleWidget" in bases["XRayVOSWidget"]
@@ -88,6 +92,12 @@ def test_module_widget_ui_and_parameter_node_agree():
     used = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
             and isinstance(node.value, ast.Attribute) and node.value.attr == "ui"}
     assert used <= widgets, f"XRayVOS.py uses widgets missing from the .ui: {used - widgets}"
+    used_by_gui = {node.attr for t in gui_trees for node in ast.walk(t) if isinstance(node, ast.Attribute)
+                   and isinstance(node.value, (ast.Attribute, ast.Name))
+                   and getattr(node.value, "attr", getattr(node.value, "id", "")) == "ui"}
+    assert used_by_gui <= widgets, f"xrayvos_gui uses widgets missing from the .ui: {used_by_gui - widgets}"
+    finetune_widgets = {w for w in widgets if w.startswith("finetune") and not w.endswith(("Label", "CollapsibleButton"))}
+    assert finetune_widgets and finetune_widgets <= used_by_gui | used, "unused Fine-tune widgets in the .ui"
 
 
 def test_icon_is_a_128_pixel_png():
@@ -158,7 +168,7 @@ def test_cmake_files_configure_against_a_stub_slicer(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     module_files = {Path(p).relative_to(MODULE).as_posix() for p in (build / "stub_module.txt").read_text().split()}
     expected = {"XRayVOS.py", "Resources/UI/XRayVOS.ui", "Resources/Icons/XRayVOS.png"}
-    expected |= {p.relative_to(MODULE).as_posix() for p in LOGIC_FILES}
+    expected |= {p.relative_to(MODULE).as_posix() for p in [*LOGIC_FILES, *GUI_FILES]}
     assert module_files == expected
     library = {Path(p).relative_to(REPO).as_posix() for p in (build / "stub_library.txt").read_text().split()}
     on_disk = {p.relative_to(REPO).as_posix() for p in (REPO / "XRayVOSLib").rglob("*.py")

@@ -17,12 +17,13 @@ from slicer import vtkMRMLSegmentationNode, vtkMRMLSequenceBrowserNode, vtkMRMLS
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
-from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
-                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleLogic, ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
 from xrayvos_slicer import logic as corelogic
 from xrayvos_slicer.export import PropagationSettings
+from xrayvos_slicer.finetune_logic import FinetuneLogic
+from xrayvos_gui.self_test import XRayVOSTest  # noqa: F401  (Slicer runs the module's <name>Test class)
 
 POLL_MS = 200
 
@@ -88,10 +89,24 @@ class XRayVOSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.supportFramesList.itemDoubleClicked.connect(self.onSupportFrameDoubleClicked)
         self.ui.propagateButton.clicked.connect(self.onPropagateOrCancel)
         self.ui.modelPathLineEdit.currentPathChanged.connect(self.onModelPathChanged)
+        self.ui.modelComboBox.activated.connect(self.onModelChosen)
+        self.ui.markReviewedButton.clicked.connect(lambda: self.onMarkReviewed(current=True))
+        self.ui.markAllReviewedButton.clicked.connect(lambda: self.onMarkReviewed(current=False))
+
+        from xrayvos_gui.finetune_section import FinetuneSection  # Qt part of the Fine-tune section
+
+        settingsDir = os.path.dirname(slicer.app.slicerUserSettingsFilePath)  # per user, survives upgrades
+        self.finetuneLogic = FinetuneLogic(models_dir=os.environ.get("XRAYVOS_MODELS_DIR")
+                                           or os.path.join(settingsDir, "XRayVOS", "models"))
+        self.finetuneLogic.python = self.logic.python
+        self.finetuneLogic.worker_base_environment = self.logic.worker_base_environment
+        self.finetune = FinetuneSection(self.ui, self.finetuneLogic, self.refreshModels)
+        self.refreshModels()
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
         self.cancelRun()
+        self.finetune.cancel()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -110,6 +125,7 @@ class XRayVOSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
             self.initializeParameterNode()
+        self.finetune.refreshCases()
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
@@ -142,8 +158,12 @@ class XRayVOSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             widget.enabled = not running
         if p and self.ui.modelPathLineEdit.currentPath != p.modelPath:
             self.ui.modelPathLineEdit.currentPath = p.modelPath
+        if p and self.ui.modelComboBox.findData(p.modelPath) >= 0:
+            self.ui.modelComboBox.setCurrentIndex(self.ui.modelComboBox.findData(p.modelPath))
+        self.ui.markReviewedButton.enabled = self.ui.markAllReviewedButton.enabled = bool(p and p.supportSegmentation)
         self.ui.windowSpinBox.enabled = self.ui.memoryEverySpinBox.enabled = bool(p) and p.method != "flow"
         self.ui.modelPathLineEdit.enabled = self.ui.deviceComboBox.enabled = bool(p) and p.method != "flow"
+        self.ui.modelComboBox.enabled = bool(p) and p.method != "flow"
         self.observeSupport()
         self.supportRefreshTimer.start()
 
@@ -253,6 +273,29 @@ class XRayVOSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode and self._parameterNode.modelPath != path:
             self._parameterNode.modelPath = path
 
+    def refreshModels(self) -> None:
+        """The model selector: the bundled model (path ""), then the fine-tuned models of the user folder."""
+        combo = self.ui.modelComboBox
+        combo.clear()
+        for entry in self.finetuneLogic.available_models():
+            combo.addItem(entry.label, "" if entry.bundled else str(entry.path))
+            combo.setItemData(combo.count - 1, entry.note or str(entry.path), qt.Qt.ToolTipRole)
+        if self._parameterNode:
+            combo.setCurrentIndex(max(combo.findData(self._parameterNode.modelPath), 0))
+
+    def onModelChosen(self, index: int) -> None:
+        if self._parameterNode:
+            self._parameterNode.modelPath = self.ui.modelComboBox.itemData(index) or ""
+
+    def onMarkReviewed(self, current: bool) -> None:
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay(_("Cannot mark the result as reviewed."), waitCursor=True):
+            frames = [self._observedBrowser.GetSelectedItemNumber()] if current and self._observedBrowser else None
+            reviewed = self.finetuneLogic.mark_reviewed(p.supportSegmentation, frames)
+            self.setStatus(_("Reviewed result frames (fine-tuning labels): {frames}").format(
+                frames=", ".join(map(str, reviewed))))
+            self.finetune.refreshCases()
+
     def onPropagateOrCancel(self) -> None:
         if self._run is not None:
             self.cancelRun()
@@ -332,52 +375,3 @@ class XRayVOSLogic(ScriptedLoadableModuleLogic, corelogic.XRayVOSLogic):
             return slicer.util.startupEnvironment()  # what PythonSlicer expects (as launchConsoleProcess does)
         except Exception:
             return None
-
-
-class XRayVOSTest(ScriptedLoadableModuleTest):
-    """Whole workflow on a synthetic cine in real Slicer: load, paint supports, propagate (flow, local), check."""
-
-    def setUp(self):
-        slicer.mrmlScene.Clear()
-
-    def runTest(self):
-        self.setUp()
-        self.test_XRayVOS_workflow()
-
-    def test_XRayVOS_workflow(self):
-        import importlib.util
-
-        import numpy as np
-        from XRayVOSLib.synth import generate_cine
-
-        self.delayDisplay("Generating a synthetic cine")
-        cine = generate_cine(seed=7, num_frames=12, size=128)
-        logic = XRayVOSLogic()
-        browser = logic.add_cine(cine.frames, np.arange(12) * cine.frame_time, cine.spacing, "Synthetic cine")
-        sequence = browser.GetMasterSequenceNode()
-        self.assertEqual(sequence.GetNumberOfDataNodes(), 12)
-
-        self.delayDisplay("Painting supports on frames 0 and 11")
-        names = dict(cine.object_names)
-        support = logic.set_support(browser, 0, cine.labels[0], names=names)
-        logic.set_support(browser, 11, cine.labels[11], support=support, names=names)
-        self.assertEqual(logic.support_frames(browser, support), [0, 11])
-
-        methods = ["flow"] + (["local"] if importlib.util.find_spec("torch") else [])
-        for method in methods:
-            self.delayDisplay(f"Propagating with {method}")
-            result = logic.propagate(browser, support, method=method, device="cpu", timeout=600)
-            self.assertEqual(result.GetNumberOfDataNodes(), 12)
-            self.assertTrue(browser.IsSynchronizedSequenceNodeID(result.GetID(), False))
-            labels, segmentNames = logic.label_arrays(browser, result)
-            self.assertEqual(segmentNames, [names[k] for k in sorted(names)])
-            for t in (0, 11):
-                np.testing.assert_array_equal(labels[t], cine.labels[t])
-            if method == "flow":
-                inter = np.logical_and(labels > 0, cine.labels > 0).sum()
-                dice = 2 * inter / ((labels > 0).sum() + (cine.labels > 0).sum())
-                self.assertGreater(dice, 0.6)
-        results = [n for n in slicer.util.getNodesByClass("vtkMRMLSequenceNode")
-                   if n.GetAttribute("XRayVOS.Role") == "result"]
-        self.assertEqual(len(results), 1, "a re-run must replace the earlier result")
-        self.delayDisplay("XRayVOS workflow test passed")

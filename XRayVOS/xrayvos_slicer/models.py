@@ -41,17 +41,9 @@ class ModelEntry:
 
 
 def user_models_dir() -> Path:
-    """$XRAYVOS_MODELS_DIR, else <Slicer user settings folder>/XRayVOS/models, else ~/.xrayvos/models."""
+    """$XRAYVOS_MODELS_DIR, else ~/.xrayvos/models. In Slicer the module passes <user settings folder>/XRayVOS/models."""
     env = os.environ.get("XRAYVOS_MODELS_DIR")
-    if env:
-        return Path(env)
-    try:
-        import slicer
-
-        settings_file = slicer.app.slicerUserSettingsFilePath  # only in the real application
-        return Path(settings_file).parent / "XRayVOS" / "models"
-    except (ImportError, AttributeError):
-        return Path.home() / ".xrayvos" / "models"
+    return Path(env) if env else Path.home() / ".xrayvos" / "models"
 
 
 def model_file_name(name: str) -> str:

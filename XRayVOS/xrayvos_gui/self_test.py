@@ -1,0 +1,76 @@
+"""XRayVOS's self-test in real Slicer (Slicer runs XRayVOSTest from the module file, which imports it)."""
+
+import slicer
+from slicer.ScriptedLoadableModule import ScriptedLoadableModuleTest
+
+
+class XRayVOSTest(ScriptedLoadableModuleTest):
+    """Whole workflow on a synthetic cine in real Slicer: load, paint supports, propagate (flow, local), check."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_XRayVOS_workflow()
+
+    def test_XRayVOS_workflow(self):
+        import importlib.util
+
+        import numpy as np
+        from XRayVOSLib.synth import generate_cine
+
+        self.delayDisplay("Generating a synthetic cine")
+        cine = generate_cine(seed=7, num_frames=12, size=128)
+        from XRayVOS import XRayVOSLogic
+
+        logic = XRayVOSLogic()
+        browser = logic.add_cine(cine.frames, np.arange(12) * cine.frame_time, cine.spacing, "Synthetic cine")
+        sequence = browser.GetMasterSequenceNode()
+        self.assertEqual(sequence.GetNumberOfDataNodes(), 12)
+
+        self.delayDisplay("Painting supports on frames 0 and 11")
+        names = dict(cine.object_names)
+        support = logic.set_support(browser, 0, cine.labels[0], names=names)
+        logic.set_support(browser, 11, cine.labels[11], support=support, names=names)
+        self.assertEqual(logic.support_frames(browser, support), [0, 11])
+
+        methods = ["flow"] + (["local"] if importlib.util.find_spec("torch") else [])
+        for method in methods:
+            self.delayDisplay(f"Propagating with {method}")
+            result = logic.propagate(browser, support, method=method, device="cpu", timeout=600)
+            self.assertEqual(result.GetNumberOfDataNodes(), 12)
+            self.assertTrue(browser.IsSynchronizedSequenceNodeID(result.GetID(), False))
+            labels, segmentNames = logic.label_arrays(browser, result)
+            self.assertEqual(segmentNames, [names[k] for k in sorted(names)])
+            for t in (0, 11):
+                np.testing.assert_array_equal(labels[t], cine.labels[t])
+            if method == "flow":
+                inter = np.logical_and(labels > 0, cine.labels > 0).sum()
+                dice = 2 * inter / ((labels > 0).sum() + (cine.labels > 0).sum())
+                self.assertGreater(dice, 0.6)
+        results = [n for n in slicer.util.getNodesByClass("vtkMRMLSequenceNode")
+                   if n.GetAttribute("XRayVOS.Role") == "result"]
+        self.assertEqual(len(results), 1, "a re-run must replace the earlier result")
+        if "local" in methods:
+            self.fineTuneOnTheResult(logic, browser, support, cine)
+        self.delayDisplay("XRayVOS workflow test passed")
+
+    def fineTuneOnTheResult(self, logic, browser, support, cine):
+        """Accept the result as labels, fine-tune 3 steps into a temporary models folder, propagate with it."""
+        import tempfile
+
+        import numpy as np
+        from xrayvos_slicer.finetune_logic import FinetuneLogic, FinetuneSettings
+
+        self.delayDisplay("Fine-tuning on the reviewed result")
+        with tempfile.TemporaryDirectory() as models_dir:
+            finetune = FinetuneLogic(models_dir=models_dir)
+            finetune.python, finetune.worker_base_environment = logic.python, logic.worker_base_environment
+            self.assertEqual(finetune.mark_reviewed(support, [4, 8]), [4, 8])
+            path = finetune.finetune(FinetuneSettings(name="self-test", device="cpu", steps=3, size=64, batch_size=2),
+                                     cases=[support], timeout=900)
+            self.assertIn(str(path), [str(e.path) for e in finetune.available_models()])
+            result = logic.propagate(browser, support, method="local", model=str(path), device="cpu", timeout=600)
+            labels, _names = logic.label_arrays(browser, result)
+            np.testing.assert_array_equal(labels[0], cine.labels[0])
