@@ -65,7 +65,10 @@ class AcceleratedNetwork:
                 try:
                     with torch.no_grad(), warnings.catch_warnings():
                         warnings.simplefilter("ignore")
-                        fn = torch.jit.optimize_for_inference(torch.jit.trace(module.eval(), example))
+                        # check_trace re-runs the model twice to compare (about half the warm-up);
+                        # Testing/test_checkpoint.py checks traced against eager outputs instead.
+                        traced = torch.jit.trace(module.eval(), example, check_trace=False)
+                        fn = torch.jit.optimize_for_inference(traced)
                         fn(*example)  # first call compiles; fail here rather than mid-run
                 except Exception as exc:  # pragma: no cover - depends on the torch build
                     warnings.warn(f"TorchScript acceleration unavailable ({exc}); running eager (slower)")
