@@ -48,6 +48,22 @@ def test_painting_the_proxy_records_each_frame(logic, synthetic_cine, add_cine):
     assert S.segment_ids(segmentation) == [vessel, "wire"]
     assert logic.support_frames(browser, segmentation) == [2, 9]
 
+    # A segment deleted at the frame shown (Segment Editor "Remove") is deleted from every frame and stays
+    # deleted through frame changes and later syncs, while the other segment keeps its painting.
+    browser.SetSelectedItemNumber(4)
+    segmentation.GetSegmentation().RemoveSegment("wire")
+    logic.sync_support_segments(browser, segmentation)
+    for t in (9, 0, 4):
+        browser.SetSelectedItemNumber(t)
+        logic.sync_support_segments(browser, segmentation)
+        assert S.segment_ids(segmentation) == [vessel]
+    assert all(S.segment_ids(sequence.GetNthDataNode(t)) == [vessel] for t in range(sequence.GetNumberOfDataNodes()))
+    assert logic.support_frames(browser, segmentation) == [2, 9]
+    # Deleting the painted segment at a frame where it is empty still deletes its painting everywhere.
+    segmentation.GetSegmentation().RemoveSegment(vessel)
+    logic.sync_support_segments(browser, segmentation)
+    assert logic.support_frames(browser, segmentation) == []
+
 
 def test_set_support_from_numpy_keeps_names_colours_and_clears(logic, synthetic_cine, painted):
     from xrayvos_slicer import segments as S

@@ -181,12 +181,13 @@ class XRayVOSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 segmentation = browser = None
         if segmentation is not self._observedSegmentation:
             if self._observedSegmentation is not None:
-                self.removeObserver(self._observedSegmentation, slicer.vtkSegmentation.SegmentAdded,
-                                    self.onSegmentAdded)
+                for event in (slicer.vtkSegmentation.SegmentAdded, slicer.vtkSegmentation.SegmentRemoved):
+                    self.removeObserver(self._observedSegmentation, event, self.onSegmentsChanged)
                 self.removeObserver(self._observedSegmentation, slicer.vtkSegmentation.SourceRepresentationModified,
                                     self.onSupportModified)
             if segmentation is not None:
-                self.addObserver(segmentation, slicer.vtkSegmentation.SegmentAdded, self.onSegmentAdded)
+                for event in (slicer.vtkSegmentation.SegmentAdded, slicer.vtkSegmentation.SegmentRemoved):
+                    self.addObserver(segmentation, event, self.onSegmentsChanged)
                 self.addObserver(segmentation, slicer.vtkSegmentation.SourceRepresentationModified,
                                  self.onSupportModified)
             self._observedSegmentation = segmentation
@@ -197,8 +198,8 @@ class XRayVOSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.addObserver(browser, vtk.vtkCommand.ModifiedEvent, self.onSupportModified)
             self._observedBrowser = browser
 
-    def onSegmentAdded(self, caller, event) -> None:
-        qt.QTimer.singleShot(0, self.syncSegments)  # after the Segment Editor has finished adding it
+    def onSegmentsChanged(self, caller, event) -> None:
+        qt.QTimer.singleShot(0, self.syncSegments)  # after the Segment Editor (or a frame change) has finished
 
     def syncSegments(self) -> None:
         p = self._parameterNode

@@ -145,7 +145,8 @@ class XRayVOSLogic:
         return supports.support_frames(browser, self.support_sequence(cine, support))
 
     def sync_support_segments(self, cine, support) -> None:
-        """Give every frame the segments added at any frame (the widget calls this on SegmentAdded)."""
+        """Give every frame the segments added at any frame, and delete from every frame a segment deleted at
+        the frame shown (the widget calls this on SegmentAdded / SegmentRemoved)."""
         browser, _ = self.resolve_cine(cine)
         supports.sync_segments(browser, self.support_sequence(cine, support))
 

@@ -9,6 +9,7 @@ least one segment is not empty.
 
 from __future__ import annotations
 
+import json
 from typing import Sequence
 
 import numpy as np
@@ -18,6 +19,7 @@ from . import segments as S
 from .sequences import CINE_REFERENCE, ROLE_ATTRIBUTE, browsers, frame_index, new_sequence_like
 
 ROLE = "support"
+SEGMENTS_ATTRIBUTE = "XRayVOS.SegmentIDs"  # JSON list: IDs may hold commas and spaces
 
 
 def find_support_sequence(browser: "slicer.vtkMRMLSequenceBrowserNode",
@@ -82,16 +84,24 @@ def items(sequence: "slicer.vtkMRMLSequenceNode") -> list["slicer.vtkMRMLSegment
 
 def sync_segments(browser: "slicer.vtkMRMLSequenceBrowserNode",
                   sequence: "slicer.vtkMRMLSequenceNode") -> list[S.SegmentInfo]:
-    """Give every item (and the proxy) every segment any item has; return the union in label order."""
+    """Make every item (and the proxy) carry the same segments; return them in label order.
+
+    Segments are global across frames: one added at any frame is added to all, and one the user deleted
+    (in the proxy, i.e. at the frame shown) is deleted from all. The segment IDs after the last sync are
+    kept in the sequence's SEGMENTS_ATTRIBUTE to tell a deletion from a segment not yet synced.
+    """
     proxy = browser.GetProxyNode(sequence)
+    known = json.loads(sequence.GetAttribute(SEGMENTS_ATTRIBUTE) or "[]")
+    deleted = set(known) - set(S.segment_ids(proxy)) if proxy is not None and known else set()
     groups = ([S.segment_infos(proxy)] if proxy is not None else []) + [S.segment_infos(i) for i in items(sequence)]
-    infos = S.merge_infos(groups)
-    if proxy is not None:  # through the proxy first: "save changes" records it into the current item
+    infos = [info for info in S.merge_infos(groups) if info.segment_id not in deleted]
+    for node in ([proxy] if proxy is not None else []) + items(sequence):  # the proxy first: "save changes"
+        for segment_id in deleted:                                          # records it into the current item
+            if node.GetSegmentation().GetSegment(segment_id) is not None:
+                node.GetSegmentation().RemoveSegment(segment_id)
         for info in infos:
-            S.add_segment(proxy, info)
-    for item in items(sequence):
-        for info in infos:
-            S.add_segment(item, info)
+            S.add_segment(node, info)
+    sequence.SetAttribute(SEGMENTS_ATTRIBUTE, json.dumps([info.segment_id for info in infos]))
     return infos
 
 
