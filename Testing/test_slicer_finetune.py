@@ -64,13 +64,13 @@ def test_export_from_a_real_scene_gives_labelled_frames_with_consistent_ids(ft, 
     from xrayvos_slicer import training_cases as TC
 
     (cine_a, _, support_a), (cine_b, _, support_b) = two_cases
-    assert ft.mark_reviewed(support_b, [3, 7]) == [3, 7]
+    assert ft.mark_reviewed(support_b, [0, 3, 7]) == [0, 3, 7]
     assert [s.GetName() for s in ft.candidate_cases()] == [s.GetName() for s in
                                                            (ft._browser_and_support(support_a)[1],
                                                             ft._browser_and_support(support_b)[1])]
     cases = [TC.collect_case(*ft._browser_and_support(s)) for s in (support_a, support_b)]
     assert cases[0].painted_frames == [0, 5, 11] and cases[0].reviewed_frames == []
-    assert cases[1].painted_frames == [0] and cases[1].reviewed_frames == [3, 7]
+    assert cases[1].painted_frames == [0] and cases[1].reviewed_frames == [3, 7]  # painted 0 wins over reviewed
     assert cases[1].names == list(reversed(cases[0].names))
     names = TC.unify_segment_names(cases)
     assert names == cases[0].names
@@ -83,16 +83,17 @@ def test_export_from_a_real_scene_gives_labelled_frames_with_consistent_ids(ft, 
     # Labelled frames only; the interior painted frame of case A is held out for validation.
     assert sorted(p.name for p in (root / "Annotations" / folders[0]).iterdir()) == ["00000.png", "00011.png"]
     assert sorted(p.name for p in (root / "Validation" / folders[0]).iterdir()) == ["00005.png"]
-    assert sorted(p.name for p in (root / "Annotations" / folders[1]).iterdir()) == ["00000.png", "00007.png"]
-    assert sorted(p.name for p in (root / "Validation" / folders[1]).iterdir()) == ["00003.png"]
+    # Reviewed frames train but are never held out (they are the base model's own predictions).
+    assert sorted(p.name for p in (root / "Annotations" / folders[1]).iterdir()) == ["00000.png", "00003.png",
+                                                                                     "00007.png"]
+    assert not (root / "Validation" / folders[1]).exists()
     np.testing.assert_array_equal(read_mask(root / "Annotations" / folders[0] / "00011.png"), cine_a.labels[11])
     np.testing.assert_array_equal(read_mask(root / "Validation" / folders[0] / "00005.png"), cine_a.labels[5])
     # Case B was painted with reversed values; the export maps by name, so ids match case A's.
     np.testing.assert_array_equal(read_mask(root / "Annotations" / folders[1] / "00000.png"), cine_b.labels[0])
     # Reviewed frames of a copy result: the frame-0 labels, under the same ids.
     np.testing.assert_array_equal(read_mask(root / "Annotations" / folders[1] / "00007.png"), cine_b.labels[0])
-    assert summaries[1]["train_frames"] == [0, 7] and summaries[1]["validation_frames"] == [3]
-    np.testing.assert_array_equal(read_mask(root / "Validation" / folders[1] / "00003.png"), cine_b.labels[0])
+    assert summaries[1]["train_frames"] == [0, 3, 7] and summaries[1]["validation_frames"] == []
     # Frames are the cine's pixels.
     import cv2
 
@@ -168,7 +169,7 @@ def test_real_finetune_installs_a_model_that_propagation_uses(ft, logic, two_cas
     card = json.loads(path.with_suffix(".json").read_text())
     assert card["name"] == "Site A v1" and card["steps"] == 3 and card["two_shot"] is False
     assert [c["painted_frames"] for c in card["cases"]] == [[0, 5, 11], [0]]
-    assert card["validation"]["frames"] == 2  # frame 5 of case A, frame 3 of case B
+    assert card["validation"]["frames"] == 1  # painted frame 5 of case A (reviewed frames are not held out)
     assert 0.0 <= card["validation"]["finetuned"] <= 1.0 and 0.0 <= card["validation"]["initial"] <= 1.0
     assert "Validation" in path.with_suffix(".md").read_text()
     entries = ft.available_models()
@@ -200,7 +201,7 @@ def test_cancel_leaves_no_model(ft, two_cases, bundled_digest):
     ft.cancel(run)
     assert run.state == CANCELLED and not run.worker.running
     assert not ft.models_dir.exists() or not list(ft.models_dir.iterdir())
-    assert not run.work_dir.exists()
+    assert not run.work_dir.exists() and not list(ft.temp_root.iterdir())  # checkpoints went with it
     assert [e for e in ft.available_models() if not e.bundled] == []
 
 

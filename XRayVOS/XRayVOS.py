@@ -98,8 +98,7 @@ class XRayVOSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         settingsDir = os.path.dirname(slicer.app.slicerUserSettingsFilePath)  # per user, survives upgrades
         self.finetuneLogic = FinetuneLogic(models_dir=os.environ.get("XRAYVOS_MODELS_DIR")
                                            or os.path.join(settingsDir, "XRayVOS", "models"))
-        self.finetuneLogic.python = self.logic.python
-        self.finetuneLogic.worker_base_environment = self.logic.worker_base_environment
+        self.logic.configure_finetune(self.finetuneLogic)
         self.finetune = FinetuneSection(self.ui, self.finetuneLogic, self.refreshModels)
         self.refreshModels()
         self.initializeParameterNode()
@@ -370,6 +369,14 @@ class XRayVOSLogic(ScriptedLoadableModuleLogic, corelogic.XRayVOSLogic):
         from xrayvos_slicer import dependencies
 
         dependencies.ensure_for(settings.method, confirm=not slicer.app.testingEnabled())
+
+    def configure_finetune(self, finetune: FinetuneLogic) -> None:
+        """Same interpreter, environment and first-use installs for fine-tuning as for propagation."""
+        from xrayvos_slicer import dependencies
+
+        finetune.python, finetune.worker_base_environment = self.python, self.worker_base_environment
+        finetune.ensure_dependencies = lambda: dependencies.ensure_for_training(
+            confirm=not slicer.app.testingEnabled())
 
     def worker_base_environment(self):
         try:

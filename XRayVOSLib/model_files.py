@@ -28,10 +28,11 @@ def default_model_path() -> Path | None:
 
 
 def read_model_header(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """(config, info) from an XRayVOS checkpoint's metadata; None when the file is not one."""
-    from safetensors import safe_open
-
+    """(config, info) from an XRayVOS checkpoint's metadata; None when the file is not one (or safetensors,
+    installed on first use in Slicer, is not there yet)."""
     try:
+        from safetensors import safe_open
+
         with safe_open(str(path), framework="numpy") as handle:
             meta = handle.metadata() or {}
         if meta.get("format") != CHECKPOINT_FORMAT:

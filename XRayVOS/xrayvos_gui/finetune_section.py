@@ -113,7 +113,13 @@ class FinetuneSection:
         if run is None:
             self.timer.stop()
             return
-        state = self.logic.poll(run)
+        try:
+            state = self.logic.poll(run)
+        except Exception as exc:  # e.g. the models folder is not writable: stop polling, say why
+            logging.exception("XRayVOS: fine-tune poll failed")
+            self.cancel()
+            self.setStatus(str(exc), error=True)
+            return
         self.ui.finetuneProgressBar.setRange(0, max(run.total, 1))
         self.ui.finetuneProgressBar.value = run.step
         if state == FL.RUNNING:

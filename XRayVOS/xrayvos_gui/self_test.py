@@ -66,7 +66,7 @@ class XRayVOSTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Fine-tuning on the reviewed result")
         with tempfile.TemporaryDirectory() as models_dir:
             finetune = FinetuneLogic(models_dir=models_dir)
-            finetune.python, finetune.worker_base_environment = logic.python, logic.worker_base_environment
+            logic.configure_finetune(finetune)
             self.assertEqual(finetune.mark_reviewed(support, [4, 8]), [4, 8])
             path = finetune.finetune(FinetuneSettings(name="self-test", device="cpu", steps=3, size=64, batch_size=2),
                                      cases=[support], timeout=900)

@@ -22,6 +22,8 @@ NETWORK_REQUIREMENTS = ["safetensors>=0.4"]
 READER_REQUIREMENTS = ["pydicom>=3.0", "pylibjpeg>=2.0", "pylibjpeg-libjpeg>=2.1", "pylibjpeg-openjpeg>=2.3",
                        "Pillow>=10"]
 VIDEO_REQUIREMENTS = ["av>=11"]
+# Fine-tuning (training loop, MONAI augmentation, validation metrics) on top of the network's needs.
+TRAINING_REQUIREMENTS = ["monai>=1.3", "tqdm>=4.60", "scipy>=1.10", "Pillow>=10"]
 SLICER_SHIPS = ["SimpleITK", "torch", "requests"]
 
 
@@ -114,6 +116,12 @@ def ensure_torch(confirm: bool = True) -> None:
     if torch is None:
         raise DependencyError("PyTorch was not installed (declined or failed); the 'flow' method needs no PyTorch")
     logging.info("XRayVOS: PyTorch %s installed", getattr(torch, "__version__", "?"))
+
+
+def ensure_for_training(confirm: bool = True) -> None:
+    """Everything a fine-tune needs (it reads PNG frames and trains the network)."""
+    ensure_packages(WORKER_REQUIREMENTS + NETWORK_REQUIREMENTS + TRAINING_REQUIREMENTS, confirm)
+    ensure_torch(confirm)
 
 
 def ensure_for(method: str, confirm: bool = True, read_files: bool = False, video: bool = False) -> None:

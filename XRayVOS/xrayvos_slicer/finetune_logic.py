@@ -104,20 +104,23 @@ class FinetuneLogic:
     def worker_base_environment(self) -> Mapping[str, str] | None:
         return None  # the Slicer module overrides it as for propagation
 
+    def ensure_dependencies(self) -> None:
+        """Install what training needs; the Slicer module overrides it (see dependencies.ensure_for_training)."""
+
     # -- models and cases ------------------------------------------------------------------------------------
     def available_models(self) -> list[models.ModelEntry]:
         return models.available_models(self.models_dir)
 
     def candidate_cases(self) -> list[Any]:
-        """Support segmentation sequences in the scene that have labelled frames (for the case list)."""
-        out = []
-        for browser, sequence in training_cases.support_sequences(self.scene):
-            try:
-                training_cases.collect_case(browser, sequence)
-            except ValueError:
-                continue
-            out.append(sequence)
-        return out
+        """Support segmentation sequences in the scene with painted or reviewed frames (for the case list).
+
+        A cheap look that changes nothing; plan() does the full collection and checks."""
+        from .results import find_result_sequence
+        from .supports import support_frames
+
+        return [sequence for browser, sequence in training_cases.support_sequences(self.scene)
+                if training_cases.reviewed_frames(find_result_sequence(browser, sequence))
+                or support_frames(browser, sequence)]
 
     def _browser_and_support(self, node) -> tuple[Any, Any]:
         """A support segmentation (the proxy) or its sequence -> (browser, support sequence)."""
@@ -172,14 +175,14 @@ class FinetuneLogic:
             plan.cases = [training_cases.collect_case(*self._browser_and_support(node)) for node in cases]
             plan.segment_names = training_cases.unify_segment_names(plan.cases, plan.mapping, allow_missing_segments)
             counts = {}
-            for case in plan.cases:
-                labelled = sorted(t for t, m in training_cases.relabel(case, plan.segment_names, plan.mapping).items()
-                                  if m.any())
+            for k, case in enumerate(plan.cases):
+                labelled = [t for t, m in training_cases.relabel(case, plan.segment_names, plan.mapping).items()
+                            if m.any()]
                 if not labelled:
                     raise ValueError(f"case {case.name!r} has no annotations left after the segment name mapping")
-                held = training_cases.validation_frames(labelled) if settings.holdout else []
-                counts[case.name] = len(labelled) - len(held)
+                counts[f"{k}:{case.name}"] = len(labelled)
             needed = training_cases.export_bytes(plan.cases)
+        # "auto": the two-shot setting is a case with at most two annotated frames.
         plan.two_shot = {"on": True, "off": False}.get(settings.two_shot, min(counts.values()) <= 2)
         if plan.two_shot:
             needed *= 2  # pseudo-labels for every frame, and a teacher's checkpoints
@@ -203,6 +206,7 @@ class FinetuneLogic:
     # -- running ---------------------------------------------------------------------------------------------
     def start(self, settings: FinetuneSettings, cases: Sequence[Any] = (), data_dir: str | Path | None = None,
               name_mapping: Mapping[str, str] | None = None, allow_missing_segments: bool = False) -> FinetuneRun:
+        self.ensure_dependencies()
         plan = self.plan(settings, cases, data_dir, name_mapping, allow_missing_segments)
         self._temp_root().mkdir(parents=True, exist_ok=True)
         work_dir = Path(tempfile.mkdtemp(prefix="xrayvos-finetune-", dir=self._temp_root()))
@@ -215,7 +219,7 @@ class FinetuneLogic:
             (work_dir / REQUEST_NAME).write_text(json.dumps(request, indent=1), encoding="utf-8")
             worker = WorkerProcess(work_dir / REQUEST_NAME, python=self.python,
                                    env=worker_environment(self.worker_base_environment(), self.worker_env),
-                                   module_args=finetune_arguments(plan, data, work_dir / MODEL_NAME))
+                                   module_args=finetune_arguments(plan, data, work_dir))
             worker.start()
         except BaseException:
             shutil.rmtree(work_dir, ignore_errors=True)
@@ -226,6 +230,7 @@ class FinetuneLogic:
         """Take in the process's reports; when it finished, install the model. Returns run.state."""
         if run.state != RUNNING:
             return run.state
+        finished = run.worker.finished()  # before draining: then no event can arrive after the drain
         for event in run.worker.poll():
             kind = event.get("event")
             if kind == "progress":
@@ -235,7 +240,7 @@ class FinetuneLogic:
                 run.stage = str(event.get("stage", ""))
             elif kind == "done":
                 run.report = event
-        if not run.worker.finished():
+        if not finished:
             return run.state
         if run.worker.cancel_requested:
             run.state = CANCELLED
@@ -297,10 +302,11 @@ class FinetuneLogic:
         }
 
 
-def finetune_arguments(plan: FinetunePlan, data: Path, out: Path) -> list[str]:
-    """What follows `python -m` for the background fine-tune."""
+def finetune_arguments(plan: FinetunePlan, data: Path, work_dir: Path) -> list[str]:
+    """What follows `python -m` for the background fine-tune (checkpoints and the model inside work_dir)."""
     s = plan.settings
-    args = ["XRayVOSLib", "finetune", "--data", str(data), "--init", str(plan.base_model), "--out", str(out),
+    args = ["XRayVOSLib", "finetune", "--data", str(data), "--init", str(plan.base_model),
+            "--out", str(work_dir / MODEL_NAME), "--work-dir", str(work_dir / "train"),
             "--steps", str(int(s.steps)), "--device", s.device, "--size", str(int(s.size)),
             "--batch-size", str(int(s.batch_size)), "--progress-json"]
     if plan.two_shot:

@@ -201,6 +201,7 @@ class XRayVOSLogic:
         """Take in the worker's reports; on success write the result sequence. Returns run.state."""
         if run.state != RUNNING:
             return run.state
+        finished = run.worker.finished()  # before draining: then no event can arrive after the drain
         for event in run.worker.poll():
             kind = event.get("event")
             if kind == "progress":
@@ -211,7 +212,7 @@ class XRayVOSLogic:
                 run.error = str(event.get("message", ""))
             elif kind == "done":
                 run.seconds = float(event.get("seconds", 0.0))
-        if not run.worker.finished():
+        if not finished:
             return run.state
         code = run.worker.returncode
         if run.worker.cancel_requested:

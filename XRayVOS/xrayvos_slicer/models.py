@@ -107,9 +107,12 @@ def install_model(source: Path, models_dir: Path, name: str, card: Mapping[str, 
         shutil.copyfile(source, partial)
         write_card(target, card)
         os.replace(partial, target)  # the model appears last, complete, with its card already beside it
+    except BaseException:
+        for leftover in (target.with_suffix(".json"), target.with_suffix(".md")):
+            leftover.unlink(missing_ok=True)
+        raise
     finally:
-        if partial.exists():
-            partial.unlink()
+        partial.unlink(missing_ok=True)
     return target
 
 

@@ -19,11 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import cv2
 import numpy as np
 import slicer
-
-from XRayVOSLib.io import write_mask
 
 from . import results, supports
 from . import segments as S
@@ -167,11 +164,15 @@ def relabel(case: TrainingCase, names: Sequence[str], mapping: Mapping[str, str]
 
 
 # -- export ----------------------------------------------------------------------------------------------------
-def validation_frames(labelled: Sequence[int]) -> list[int]:
-    """Labelled frames held out for validation: every other interior one, so the first and last (and at
-    least two frames) always train. Fewer than 3 labelled frames: none held out."""
+def validation_frames(labelled: Sequence[int], painted: Sequence[int] | None = None) -> list[int]:
+    """Labelled frames held out for validation: every other interior *painted* one, so the first and last
+    labelled frames (and at least two) always train. Reviewed result frames are never held out: they are
+    the base model's own predictions and would favour it. Fewer than 3 labelled frames: none held out."""
     frames = sorted(labelled)
-    return frames[1:-1][::2] if len(frames) >= 3 else []
+    if len(frames) < 3:
+        return []
+    candidates = [t for t in frames[1:-1] if painted is None or t in set(painted)]
+    return candidates[::2]
 
 
 def folder_names(cases: Sequence[TrainingCase]) -> list[str]:
@@ -180,7 +181,7 @@ def folder_names(cases: Sequence[TrainingCase]) -> list[str]:
     for case in cases:
         base = re.sub(r"[^A-Za-z0-9_.-]+", "_", case.name).strip("._") or "case"
         name, k = base, 2
-        while name in out:
+        while name.lower() in {o.lower() for o in out}:  # one folder on case-insensitive file systems
             name, k = f"{base}_{k}", k + 1
         out.append(name)
     return out
@@ -206,12 +207,16 @@ def export_bytes(cases: Sequence[TrainingCase]) -> int:
 def export_cases(cases: Sequence[TrainingCase], out_root: Path, names: Sequence[str],
                  mapping: Mapping[str, str] | None = None, holdout: bool = True) -> list[dict]:
     """Write the DAVIS layout described above; returns one summary per case (for the model card)."""
+    import cv2  # installed on first use in Slicer: not needed to load the module
+
+    from XRayVOSLib.io import write_mask
+
     summaries = []
     for case, folder in zip(cases, folder_names(cases)):
         labels = {t: m for t, m in relabel(case, names, mapping).items() if m.any()}
         if not labels:
             raise ValueError(f"case {case.name!r} has no annotations left after the segment name mapping")
-        held = validation_frames(sorted(labels)) if holdout else []
+        held = validation_frames(sorted(labels), case.painted_frames) if holdout else []
         frames = frames_for_png(case.frames, case.name)
         image_dir = out_root / IMAGES / folder
         image_dir.mkdir(parents=True, exist_ok=True)

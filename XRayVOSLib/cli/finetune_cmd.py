@@ -14,9 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 
+from XRayVOSLib.cli.propagate_cmd import cancel_on_signals
 from XRayVOSLib.errors import InputError
 
 
@@ -68,15 +70,21 @@ def run(args: argparse.Namespace) -> int:
                               "loss": round(losses.get("total", float("nan")), 5), "eta_s": round(eta, 1)}), flush=True)
 
     base = TrainConfig(batch_size=args.batch_size, size=args.size)
-    path, report = finetune(args.data, init, out, steps=args.steps, two_shot=args.two_shot, device=args.device,
-                            work_dir=args.work_dir, base=base, on_step=on_step,
-                            show_progress=not (args.quiet or args.progress_json), on_stage=on_stage)
+    cancel = threading.Event()
+    with cancel_on_signals(cancel):  # SIGTERM / Ctrl+C stop at the next step; no model is written
+        path, report = finetune(args.data, init, out, steps=args.steps, two_shot=args.two_shot, device=args.device,
+                                work_dir=args.work_dir, base=base, on_step=on_step, cancel=cancel,
+                                show_progress=not (args.quiet or args.progress_json), on_stage=on_stage)
     if val_root is not None:
         from XRayVOSLib.training.validation import validation_jf
 
         on_stage("validate")
-        report["validation"] = {"initial": validation_jf(init, args.data, val_root, device=args.device),
-                                "finetuned": validation_jf(path, args.data, val_root, device=args.device)}
+        try:  # best effort: the model is trained and written whatever happens here
+            report["validation"] = {"initial": validation_jf(init, args.data, val_root, device=args.device),
+                                    "finetuned": validation_jf(path, args.data, val_root, device=args.device)}
+        except Exception as exc:
+            report["validation_error"] = f"{type(exc).__name__}: {exc}"
+            print(f"xrayvos finetune: validation failed ({exc}); the model was written", file=sys.stderr)
     summary = {"event": "done", "model": str(path), "seconds": round(time.time() - started, 1), **report}
     print(json.dumps(summary) if args.progress_json else f"model written to {path}", file=sys.stdout, flush=True)
     return 0

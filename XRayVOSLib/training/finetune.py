@@ -97,7 +97,12 @@ def finetune(
             student_steps = max(1, steps - teacher_steps)
             teacher_cfg = dataclasses.replace(base, **common, steps=teacher_steps, out_dir=str(work / "teacher"))
             stage("teacher")
-            teacher = run_training(teacher_cfg, on_step=on_step, cancel=cancel, show_progress=show_progress)
+
+            def teacher_step(step: int, _total: int, values: dict[str, float]) -> None:
+                if on_step is not None:  # steps count over the whole run: teacher, then student
+                    on_step(step, teacher_steps + student_steps, values)
+
+            teacher = run_training(teacher_cfg, on_step=teacher_step, cancel=cancel, show_progress=show_progress)
             pseudo_root = work / "pseudo"
             stage("pseudo-label")
             pseudo_label(data_root, teacher, pseudo_root, device=device)
