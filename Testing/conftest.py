@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The Slicer module's folder, as Slicer puts it on sys.path: test modules import xrayvos_slicer at the top.
+if str(REPO_ROOT / "XRayVOS") not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT / "XRayVOS"))
 
 
 def _shared_dir() -> Path:

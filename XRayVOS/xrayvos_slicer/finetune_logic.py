@@ -230,8 +230,8 @@ class FinetuneLogic:
         """Take in the process's reports; when it finished, install the model. Returns run.state."""
         if run.state != RUNNING:
             return run.state
-        finished = run.worker.finished()  # before draining: then no event can arrive after the drain
-        for event in run.worker.poll():
+        finished, events = run.worker.drain()
+        for event in events:
             kind = event.get("event")
             if kind == "progress":
                 run.step, run.total = int(event.get("step", run.step)), int(event.get("total", run.total))

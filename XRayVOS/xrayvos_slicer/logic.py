@@ -201,8 +201,8 @@ class XRayVOSLogic:
         """Take in the worker's reports; on success write the result sequence. Returns run.state."""
         if run.state != RUNNING:
             return run.state
-        finished = run.worker.finished()  # before draining: then no event can arrive after the drain
-        for event in run.worker.poll():
+        finished, events = run.worker.drain()
+        for event in events:
             kind = event.get("event")
             if kind == "progress":
                 run.done, run.total = int(event.get("done", run.done)), int(event.get("total", run.total))

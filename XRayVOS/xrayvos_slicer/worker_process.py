@@ -140,6 +140,12 @@ class WorkerProcess:
             except queue.Empty:
                 return out
 
+    def drain(self) -> tuple[bool, list[dict[str, Any]]]:
+        """(finished, events so far). Finished is read before the queue, so when it is True no event can
+        still be on its way: the caller has seen everything the process reported."""
+        finished = self.finished()
+        return finished, self.poll()
+
     def wait(self, timeout: float | None = None) -> int | None:
         if self.proc is None:
             return None
