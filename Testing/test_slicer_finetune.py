@@ -259,3 +259,16 @@ def test_davis_folder_route_and_a_failing_process(ft, tmp_path, bundled_digest):
     assert run.state == FAILED and "masks are (32, 32) but frames are (64, 64)" in run.error, run.error
     assert not ft.models_dir.exists() or not list(ft.models_dir.iterdir())
     assert root.is_dir() and not run.work_dir.exists()  # the user's folder is kept, our temporary one is not
+
+
+def test_hold_out_rule_and_name_suggestions():
+    from xrayvos_slicer.training_cases import suggest_mapping, validation_frames
+
+    assert validation_frames([0, 11]) == []
+    assert validation_frames([0, 5, 11]) == [5]
+    assert validation_frames([0, 3, 5, 8, 11]) == [3, 8]  # every other interior frame; first and last train
+    assert validation_frames([0, 3, 5, 8, 11], painted=[0, 5, 11]) == [5]  # reviewed frames never held out
+    assert validation_frames([0, 3, 7], painted=[0]) == []
+    sets = {"a": {"LAD", "Catheter"}, "b": {"lad", "Cathetr"}, "c": {"LAD", "Catheter", "Balloon"}}
+    order = ["LAD", "Catheter", "lad", "Cathetr", "Balloon"]
+    assert suggest_mapping(sets, order) == {"lad": "LAD", "Cathetr": "Catheter"}  # Balloon: no close name
