@@ -68,6 +68,9 @@ def test_training_steps_change_weights_and_resume(davis_root: Path, tmp_path: Pa
     assert resumed.resume() and resumed.step == 3
     resumed.train(show_progress=False)
     assert resumed.step == 5
+    # The schedule continues from the config's lr, not from the scheduled lr stored in the optimizer state.
+    resumed.step = 4
+    assert resumed.optimizer.param_groups[1]["lr"] == pytest.approx(resumed.config.lr * resumed._lr_factor())
     config, info = read_metadata(model_path)
     assert info["trained"] and info["steps"] == 5 and config.stride == 16
     prop = Propagator.load(model_path, device="cpu")

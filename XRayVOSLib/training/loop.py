@@ -94,6 +94,8 @@ class Trainer:
             self.model = DistributedDataParallel(self.step_module, find_unused_parameters=True,
                                                  device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.optimizer = torch.optim.AdamW(_param_groups(self.network, config), weight_decay=config.weight_decay)
+        # The schedule scales these; read them now: after resume() the groups hold the last *scheduled* lr.
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self.use_amp = config.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.step = 0
@@ -149,7 +151,7 @@ class Trainer:
         from XRayVOSLib.training.data import max_skip_schedule
 
         cfg = self.config
-        base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+        base_lrs = self.base_lrs
         log_path = self.out_dir / "log.csv"
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
