@@ -132,7 +132,7 @@ class FinetuneSection:
         self.timer.stop()
         self.run = None
         if state == FL.DONE:
-            validation = self.logic.model_card(run)["validation"] if run.report else {}
+            validation = run.card.get("validation") or {}
             scores = (_("; validation J&F {before} \u2192 {after} on {n} held-out frames").format(
                 before=validation.get("initial"), after=validation.get("finetuned"), n=validation.get("frames"))
                 if validation.get("frames") else "")

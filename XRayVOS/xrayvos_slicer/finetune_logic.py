@@ -81,6 +81,7 @@ class FinetuneRun:
     state: str = RUNNING
     error: str = ""
     report: dict = field(default_factory=dict)
+    card: dict = field(default_factory=dict)  # the installed model's card (set when done)
     model_path: Path | None = None
     started: float = field(default_factory=time.monotonic)
 
@@ -246,8 +247,9 @@ class FinetuneLogic:
             run.state = CANCELLED
         elif run.worker.returncode == 0 and run.report:
             try:
+                run.card = self.model_card(run)
                 run.model_path = models.install_model(run.work_dir / MODEL_NAME, self.models_dir,
-                                                      run.plan.settings.name, self.model_card(run))
+                                                      run.plan.settings.name, run.card)
                 run.state, run.stage = DONE, "done"
             except (OSError, ValueError) as exc:
                 run.state, run.error = FAILED, f"installing the model failed: {exc}"

@@ -98,13 +98,12 @@ def collect_case(browser: "slicer.vtkMRMLSequenceBrowserNode", support: "slicer.
     if reviewed:
         result_maps, result_ids = results.result_labelmaps(browser, result)
         first = result.GetNthDataNode(0).GetSegmentation()
-        for k, segment_id in enumerate(result_ids):  # result segments -> support label values, by name
+        lut = np.zeros(256, np.uint8)  # result label values -> support label values, by segment name
+        for k, segment_id in enumerate(result_ids):
             segment_name = first.GetSegment(segment_id).GetName()
             if segment_name not in names:
                 names.append(segment_name)
-        lut = np.zeros(256, np.uint8)
-        for k, segment_id in enumerate(result_ids):
-            lut[k + 1] = names.index(first.GetSegment(segment_id).GetName()) + 1
+            lut[k + 1] = names.index(segment_name) + 1
         for t in reviewed:
             labels[t] = lut[result_maps[t]]
     if not any(m.any() for m in labels.values()):
