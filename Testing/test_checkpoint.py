@@ -52,6 +52,7 @@ def test_round_trip_gives_identical_outputs(network: LocalMatchingNetwork, tmp_p
     assert loaded.config == network.config
     assert torch.equal(forward(loaded), forward(network))
     assert not (tmp_path / "m.safetensors.partial").exists()
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by everyone sharing a models folder
     config, info = read_metadata(path)
     assert config == network.config and info["epochs"] == 3
 

@@ -173,3 +173,20 @@ def test_evaluate_cli_prints_summary_and_rejects_unknown_methods(davis_root: Pat
     assert (out / "results.json").is_file() and (out / "j_curve_synth_0000.png").is_file()
     assert main(["evaluate", "--data", str(davis_root), "--methods", "copy,nope"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_card_reports_each_object_kind(davis_root: Path, tmp_path: Path) -> None:
+    from XRayVOSLib.evaluation.card import run_card, synthetic_kinds
+
+    kinds = synthetic_kinds(davis_root)
+    meta = json.loads((davis_root / "meta.json").read_text())["videos"]
+    assert kinds == {v: {int(i): k for i, k in meta[v]["object_kinds"].items()} for v in VIDEOS}
+    assert {v: len(ids) for v, ids in kinds.items()} == num_objects(davis_root)
+    assert synthetic_kinds(tmp_path) is None  # not a synthetic set: no kinds table
+
+    card = run_card(davis_root, None, tmp_path / "card", device="cpu", sweeps=False)
+    rows = card["tables"]["kinds_one_support"]
+    expected = {f"{k}: {m}" for ids in kinds.values() for k in ids.values() for m in ("local", "global", "flow", "copy")}
+    assert {r["setting"] for r in rows} == expected
+    assert all(0.0 <= r["J&F"] <= 1.0 for r in rows)
+    assert "kinds_one_support" in (tmp_path / "card" / "card.md").read_text()

@@ -36,6 +36,7 @@ def save_checkpoint(
     }
     tmp = path.with_name(path.name + ".partial")
     save_file(tensors, str(tmp), metadata=metadata)
+    tmp.chmod(0o644)  # safetensors writes 0600; a model in a shared models folder must be readable by all
     tmp.replace(path)
     return path
 
