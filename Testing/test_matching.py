@@ -15,6 +15,7 @@ from XRayVOSLib.model.matching import (
     l2_similarity,
     local_affinity,
     memory_readout,
+    reference_points,
     sparse_readout,
     window_indices,
 )
@@ -73,6 +74,19 @@ def test_reference_point_finds_a_displaced_match() -> None:
     assert torch.equal(idx[0, p].sort().values, expected.sort().values)  # window centred on (7, 9)
     assert idx[0, p, weights[0, p].argmax()] == 7 * w + 9
     assert weights[0, p].max() > 0.99
+
+
+def test_reference_points_fast_path_matches_torch_argmax_including_ties() -> None:
+    torch.manual_seed(4)
+    sim = torch.randn(1, 50, 3, 40).round(decimals=1)  # rounding makes many exact ties
+    sim[0, 0, 0] = 1.0  # a whole row tied: the first position wins
+    fast = reference_points(sim)  # CPU float32 without grad: the numpy path
+    assert fast.dtype == torch.int64 and fast.shape == (1, 50, 3)
+    assert torch.equal(fast, sim.argmax(dim=-1)) and fast[0, 0, 0] == 0
+    # A permuted (non-contiguous) view and a tensor needing gradients give the same answer.
+    view = sim.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3)
+    assert not view.is_contiguous() and torch.equal(reference_points(view), fast)
+    assert torch.equal(reference_points(sim.clone().requires_grad_(True)), fast)
 
 
 def test_local_readout_with_full_window_equals_global() -> None:

@@ -87,6 +87,17 @@ def test_merge_rule_blends_by_distance_to_each_support() -> None:
     assert np.array_equal(merged[3], mask_a) and np.array_equal(merged[5], mask_b)
 
 
+def test_labels_from_probabilities_match_argmax_with_ties_and_sparse_ids() -> None:
+    rng = np.random.default_rng(3)
+    probs = rng.integers(0, 4, (4, 30, 40)).astype(np.float32) / 4  # few levels: many exact ties
+    ids = [3, 7, 200]
+    expected = np.array([0] + ids, np.uint8)[np.argmax(probs, axis=0)]  # ties go to the lower channel
+    labels = probabilities_to_labels(probs, ids)
+    assert labels.dtype == np.uint8 and np.array_equal(labels, expected)
+    assert set(np.unique(labels)) == {0, 3, 7, 200}
+    assert probabilities_to_labels(probs, ids, dtype=np.uint16).dtype == np.uint16
+
+
 def test_real_run_visits_frames_as_planned(prop: Propagator, monkeypatch) -> None:
     frames, labels = discs(9)
     supports = {2: labels[2], 6: labels[6]}

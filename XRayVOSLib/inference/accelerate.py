@@ -1,10 +1,12 @@
-"""Faster CPU inference: trace the network's pieces per input size and let TorchScript fuse them.
+"""Faster CPU inference: trace the key encoder per input size and let TorchScript fuse it.
 
 `torch.jit.optimize_for_inference` folds the frozen BatchNorms into the convolutions and runs them
-through oneDNN; on the 2-core dev machine the MobileNetV2 trunk at 512x512 drops from ~150 ms to ~30 ms.
-Tracing and optimising cost several seconds per input size, so by default ("auto") the engine only turns
-it on for runs long enough to repay it. If tracing fails (an exotic torch build), we fall back to eager
-mode with a warning: same results, slower.
+through oneDNN; on the 2-core dev machine the MobileNetV2 trunk at 512x512 drops from ~100-120 ms to
+~30-40 ms. The value encoder and the decoder stay eager: traced, they were no faster (decoder 17 ms
+either way, value encoder 22 ms) and their tracing added ~0.75 s to the warm-up (one-off measurement
+at 512x512, torch 2.13). Tracing and optimising the trunk costs ~0.9 s per input size, so by default
+("auto") the engine only turns it on for runs long enough to repay it. If tracing fails (an exotic
+torch build), we fall back to eager mode with a warning: same results, slower.
 """
 
 from __future__ import annotations
@@ -28,27 +30,8 @@ class _KeyPart(nn.Module):
         return (q.key, q.feature, q.image, *q.skips)
 
 
-class _ValuePart(nn.Module):
-    def __init__(self, net: LocalMatchingNetwork) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, image: torch.Tensor, feature: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        return self.net.value_encoder(image, feature, masks)
-
-
-class _DecoderPart(nn.Module):
-    def __init__(self, net: LocalMatchingNetwork, size: tuple[int, int]) -> None:
-        super().__init__()
-        self.net, self.size = net, size
-
-    def forward(self, readout: torch.Tensor, feature: torch.Tensor, image: torch.Tensor, *skips: torch.Tensor):
-        q = QueryFeatures(key=feature, feature=feature, skips=list(skips), image=image)
-        return self.net.decoder(readout, q, self.size)
-
-
 class AcceleratedNetwork:
-    """encode_query / encode_value / decode with per-shape traced, optimised modules (CPU only)."""
+    """encode_query through a per-shape traced, optimised key encoder (CPU only); encode_value / decode eager."""
 
     def __init__(self, net: LocalMatchingNetwork, enabled: bool = True) -> None:
         self.net = net
@@ -81,10 +64,7 @@ class AcceleratedNetwork:
         return QueryFeatures(key=key, feature=feature, skips=list(skips), image=image)
 
     def encode_value(self, q: QueryFeatures, masks: torch.Tensor) -> torch.Tensor:
-        args = (q.image, q.feature, masks)
-        return self._get("value", _ValuePart(self.net), args)(*args)
+        return self.net.encode_value(q, masks)
 
     def decode(self, readout: torch.Tensor, q: QueryFeatures) -> torch.Tensor:
-        size = tuple(q.image.shape[-2:])
-        args = (readout, q.feature, q.image, *q.skips)
-        return self._get(f"decoder{size}", _DecoderPart(self.net, size), args)(*args)
+        return self.net.decoder(readout, q, tuple(q.image.shape[-2:]))

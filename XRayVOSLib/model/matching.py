@@ -69,6 +69,17 @@ def global_affinity(similarity: torch.Tensor) -> torch.Tensor:
     return torch.softmax(similarity.flatten(2).float(), dim=-1)
 
 
+def reference_points(similarity: torch.Tensor) -> torch.Tensor:
+    """Arg-max memory position per query and memory frame: B, P, N, M -> B, P, N (first maximum on ties).
+
+    On CPU without autograd, numpy's SIMD arg-max over the contiguous last axis does it in 1.5 ms where
+    torch's takes 7 ms (B=1, P=1024, N=6, M=1024; one-off micro-benchmark, torch 2.13, numpy 2).
+    """
+    if similarity.device.type == "cpu" and not similarity.requires_grad and similarity.dtype == torch.float32:
+        return torch.from_numpy(similarity.contiguous().numpy().argmax(axis=-1))
+    return similarity.argmax(dim=-1)
+
+
 def local_affinity(
     similarity: torch.Tensor, height: int, width: int, window: int, top_k: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,7 +89,7 @@ def local_affinity(
     with L = N * kh * kw, or top_k when top-k filtering is on.
     """
     b, p, n, m = similarity.shape
-    reference = similarity.argmax(dim=-1)  # B, P, N: the reference point in each memory frame
+    reference = reference_points(similarity)  # B, P, N: the reference point in each memory frame
     idx = window_indices(reference, height, width, window)  # B, P, N, kk
     logits = similarity.gather(-1, idx).flatten(2).float()  # B, P, N*kk
     offsets = (torch.arange(n, device=idx.device) * m).view(1, 1, n, 1)
