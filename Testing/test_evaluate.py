@@ -190,3 +190,19 @@ def test_card_reports_each_object_kind(davis_root: Path, tmp_path: Path) -> None
     assert {r["setting"] for r in rows} == expected
     assert all(0.0 <= r["J&F"] <= 1.0 for r in rows)
     assert "kinds_one_support" in (tmp_path / "card" / "card.md").read_text()
+
+
+def test_resolution_bound_loses_thin_wires_and_keeps_blobs(davis_root: Path, tmp_path: Path, capsys) -> None:
+    from XRayVOSLib.evaluation.resolution import main as resolution_main, resolution_bound, through_stride
+
+    wire = np.zeros((64, 64), bool)
+    wire[:, 30] = True  # one pixel wide: pooled to stride 4 it is a quarter-filled column, below 0.5
+    blob = np.zeros((64, 64), bool)
+    blob[16:48, 16:48] = True
+    assert not through_stride(wire, 4).any() and through_stride(wire, 1).sum() == 64
+    assert j_measure(through_stride(blob, 4), blob) > 0.9
+    bound = resolution_bound(davis_root, [1, 4, 16])
+    assert bound[1]["J"] == 1.0 and bound[1]["objects"] == sum(num_objects(davis_root).values()) * 8
+    assert bound[1]["J"] > bound[4]["J"] > bound[16]["J"]
+    assert resolution_main(["--data", str(davis_root), "--strides", "4", "--every", "4"]) == 0
+    assert "stride 4: J " in capsys.readouterr().out

@@ -8,7 +8,7 @@ from typing import Any
 from XRayVOSLib.errors import ModelError
 
 ARCHITECTURE = "xrayvos-lmn-mbv2"
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2  # 2 added `detail_head`; version-1 checkpoints load with it off
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,9 @@ class ModelConfig:
     mask_encoder_channels: tuple[int, ...] = (16, 32, 64, 128)  # value-encoder widths at strides 2, 4, 8, 16
     decoder_channels: tuple[int, ...] = (64, 48, 16)  # at strides 16 (or 8), 8, 4: kept small for CPU
     projection_dim: int = 64  # contrastive projection head
+    # Sub-pixel residual on the stride-4 logits (see network.Decoder): thin wires need detail finer than
+    # a 4-pixel cell, which bilinear upsampling alone cannot draw.
+    detail_head: bool = True
     # Grey X-ray intensity in [0, 1] is normalised with the mean/std of ImageNet's three channels.
     norm_mean: float = 0.449
     norm_std: float = 0.226
@@ -48,6 +51,8 @@ class ModelConfig:
         if int(data.get("version", CONFIG_VERSION)) > CONFIG_VERSION:
             raise ModelError(f"{source}: config version {data['version']} is newer than this code ({CONFIG_VERSION})")
         values = dict(data)
+        if int(values.get("version", CONFIG_VERSION)) < 2:
+            values.setdefault("detail_head", False)  # version 1 predates the detail head
         for name in ("mask_encoder_channels", "decoder_channels"):
             if name in values:
                 values[name] = tuple(int(v) for v in values[name])

@@ -80,6 +80,9 @@ class ValueEncoder(nn.Module):
         return v.view(b, k, *v.shape[1:])
 
 
+DETAIL_FACTOR = 4  # the decoder's finest map is at stride 4
+
+
 class Decoder(nn.Module):
     """Readout + query feature -> one logit map per object at full resolution (STCN-style skips)."""
 
@@ -91,6 +94,13 @@ class Decoder(nn.Module):
         self.up8 = UpsampleBlock(ch[8], c0, c1) if config.stride == 16 else None
         self.up4 = UpsampleBlock(ch[4], c1 if config.stride == 16 else c0, c2, light=True)
         self.pred = nn.Conv2d(c2, 1, 3, padding=1)
+        self.detail: nn.Conv2d | None = None
+        if config.detail_head:
+            # One logit residual per pixel of each 4x4 cell, laid out by pixel_shuffle. Zero-initialised, so
+            # adding the head to a trained model leaves its output unchanged until training moves it.
+            self.detail = nn.Conv2d(c2, DETAIL_FACTOR**2, 3, padding=1)
+            nn.init.zeros_(self.detail.weight)
+            nn.init.zeros_(self.detail.bias)
 
     def forward(self, readout: torch.Tensor, q: QueryFeatures, size: tuple[int, int]) -> torch.Tensor:
         # readout: B, K, Cv, h, w  ->  logits B, K, H, W
@@ -99,8 +109,10 @@ class Decoder(nn.Module):
         x = self.compress(torch.cat([readout.flatten(0, 1), rep(q.feature)], dim=1))
         if self.up8 is not None:
             x = self.up8(rep(q.skips[0]), x)
-        x = self.up4(rep(q.skips[-1]), x)
-        logits = F.interpolate(self.pred(F.relu(x)), size=size, mode="bilinear", align_corners=False)
+        x = F.relu(self.up4(rep(q.skips[-1]), x))  # B*K, c2, H/4, W/4
+        logits = F.interpolate(self.pred(x), size=size, mode="bilinear", align_corners=False)
+        if self.detail is not None:
+            logits = logits + F.pixel_shuffle(self.detail(x), DETAIL_FACTOR)  # H, W are 4x the stride-4 map
         return logits.view(b, k, *size)
 
 

@@ -42,6 +42,8 @@ class TrainConfig:
     weight_decay: float = 1e-4
     grad_clip: float = 3.0
     stride: int = 16
+    # Add the sub-pixel detail head (model config v2); an init checkpoint without one gets it, zeroed.
+    detail_head: bool = True
     matching: str = "local"
     window: int = 15
     init: str | None = None  # ImageNet MobileNetV2 .pth, or an XRayVOS checkpoint to fine-tune

@@ -10,6 +10,7 @@ import csv
 import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,7 +22,7 @@ from tqdm import tqdm
 from XRayVOSLib.errors import CancelledError, InputError
 from XRayVOSLib.inference.propagator import resolve_device
 from XRayVOSLib.model.checkpoint import load_checkpoint, save_checkpoint
-from XRayVOSLib.model.config import ModelConfig
+from XRayVOSLib.model.config import CONFIG_VERSION, ModelConfig
 from XRayVOSLib.model.mobilenet import load_imagenet_weights
 from XRayVOSLib.model.network import LocalMatchingNetwork
 from XRayVOSLib.training.config import TrainConfig
@@ -36,8 +37,10 @@ def build_network(config: TrainConfig) -> tuple[LocalMatchingNetwork, dict[str, 
     init = config.init
     if init and str(init).endswith(".safetensors"):
         network, info = load_checkpoint(init)
+        if config.detail_head and not network.config.detail_head:
+            network = add_detail_head(network)
         return network, {"init": str(init), "init_info": info}
-    network = LocalMatchingNetwork(ModelConfig(stride=config.stride))
+    network = LocalMatchingNetwork(ModelConfig(stride=config.stride, detail_head=config.detail_head))
     if init:
         if not Path(init).is_file():
             raise InputError(f"init weights {init} do not exist")
@@ -45,6 +48,15 @@ def build_network(config: TrainConfig) -> tuple[LocalMatchingNetwork, dict[str, 
         if missing:
             raise InputError(f"init weights {init}: trunk parameters missing from the file: {missing[:5]}")
     return network, {"init": str(init) if init else "random"}
+
+
+def add_detail_head(network: LocalMatchingNetwork) -> LocalMatchingNetwork:
+    """The same network plus a zero-initialised detail head: identical output until trained."""
+    upgraded = LocalMatchingNetwork(replace(network.config, detail_head=True, version=CONFIG_VERSION))
+    result = upgraded.load_state_dict(network.state_dict(), strict=False)
+    if result.unexpected_keys or any(not k.startswith("decoder.detail.") for k in result.missing_keys):
+        raise InputError(f"cannot add the detail head: missing {result.missing_keys}, unexpected {result.unexpected_keys}")
+    return upgraded.train(network.training)
 
 
 def build_dataset(config: TrainConfig) -> Dataset:
