@@ -17,6 +17,7 @@ from XRayVOSLib.model.matching import (
     memory_readout,
     reference_points,
     sparse_readout,
+    value_rows,
     window_indices,
 )
 from XRayVOSLib.model.network import LocalMatchingNetwork
@@ -100,6 +101,13 @@ def test_local_readout_with_full_window_equals_global() -> None:
     torch.testing.assert_close(local, glob, rtol=1e-5, atol=1e-6)
     # A small window really is local: it must differ from global.
     assert not torch.allclose(memory_readout(q, keys, values, "local", window=3), glob, atol=1e-3)
+    # Global readout by hand: softmax over all N*M positions, then the weighted sum of each object's values.
+    weights = torch.softmax(l2_similarity(keys, q).flatten(2), dim=-1)  # B, P, N*M
+    by_hand = torch.einsum("bpm,bkcm->bkcp", weights, values.permute(0, 2, 3, 1, 4, 5).flatten(3))
+    torch.testing.assert_close(glob, by_hand.view(b, k_obj, cv, h, w), rtol=1e-5, atol=1e-6)
+    # Precomputed value rows (the memory bank's cache) give the same readout.
+    torch.testing.assert_close(memory_readout(q, keys, values, "local", window=3, rows=value_rows(values)),
+                               memory_readout(q, keys, values, "local", window=3))
 
 
 def test_propagator_with_full_window_gives_global_labels(small_cine) -> None:
@@ -143,19 +151,19 @@ def test_dense_scatter_and_embedding_bag_readout_agree(monkeypatch) -> None:
     n, c, p = 3, 8, 2048  # p * N*M above the gather-sum threshold (4 Mi)
     sim = torch.randn(1, p, n, h * w)
     weights, idx = local_affinity(sim, h, w, window=3)
-    values = torch.randn(1, c, n * h * w)
+    rows = torch.randn(1, n * h * w, c)
     bag_calls = []
     real_bag = matching.F.embedding_bag
     monkeypatch.setattr(matching.F, "embedding_bag", lambda *a, **k: bag_calls.append(1) or real_bag(*a, **k))
     with torch.enable_grad():  # gradients possible -> dense scatter path
-        dense = sparse_readout(values, weights, idx)
+        dense = sparse_readout(rows, weights, idx)
     assert not bag_calls
     with torch.no_grad():
-        gathered = sparse_readout(values, weights, idx)
+        gathered = sparse_readout(rows, weights, idx)
     assert bag_calls, "the embedding_bag path was not taken"
     torch.testing.assert_close(gathered, dense, rtol=1e-5, atol=1e-5)
     # And both equal the explicit weighted sum over each query's window.
-    direct = (values[0][:, idx[0]] * weights[0]).sum(-1)  # C, P
+    direct = (rows[0][idx[0]] * weights[0, ..., None]).sum(1)  # P, C
     torch.testing.assert_close(dense[0], direct, rtol=1e-5, atol=1e-5)
 
 

@@ -8,6 +8,7 @@ import torch
 
 from XRayVOSLib.inference.memory import MemoryBank
 from XRayVOSLib.inference.propagator import Propagator
+from XRayVOSLib.model.matching import value_rows
 from XRayVOSLib.model.network import LocalMatchingNetwork
 
 
@@ -32,6 +33,11 @@ def test_bank_keeps_supports_and_drops_oldest_keyframes_first() -> None:
     assert [float(k[0, 0, 0]) for k in keys[0]] == [0, 20, 5, 6, 7]
     bank.add(8, *entry(8))
     assert [float(k[0, 0, 0]) for k in bank.tensors()[0][0]] == [0, 20, 6, 7, 8]
+    # The cached value rows (N*M rows of K*Cv) follow the same changes: row n*M holds entry n's values.
+    rows = bank.value_rows()
+    assert rows.shape == (1, 5 * 3 * 5, 2 * 6) and rows.is_contiguous()
+    assert [float(rows[0, n * 15, 0]) for n in range(5)] == [0, 20, 6, 7, 8]
+    torch.testing.assert_close(rows, value_rows(bank.tensors()[1]))
     bank.clear_keyframes()
     assert bank.frames == [0, 20]
     assert bank.tensors()[0].shape[1] == 2

@@ -74,7 +74,8 @@ class InferenceEngine:
     def _segment(self, q: QueryFeatures, memory: MemoryBank, size: tuple[int, int]) -> torch.Tensor:
         keys, values = memory.tensors()
         s = self.settings
-        readout = memory_readout(q.key, keys, values.to(q.key.dtype), s.matching, s.window, s.top_k)
+        readout = memory_readout(q.key, keys, values, s.matching, s.window, s.top_k,
+                                 rows=memory.value_rows().to(q.key.dtype))
         _, probs = soft_aggregate(self.accel.decode(readout, q))
         return probs[0, :, : size[0], : size[1]]  # K+1, H, W (background first), padding cropped
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from XRayVOSLib.model.matching import value_rows
+
 
 @dataclass
 class MemoryEntry:
@@ -25,7 +27,7 @@ class MemoryBank:
 
     max_keyframes: int = 5
     entries: list[MemoryEntry] = field(default_factory=list)
-    _stacked: tuple[torch.Tensor, torch.Tensor] | None = None
+    _stacked: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def add(self, frame: int, key: torch.Tensor, value: torch.Tensor, is_support: bool = False) -> None:
         self.entries.append(MemoryEntry(frame, key, value, is_support))
@@ -48,12 +50,20 @@ class MemoryBank:
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(keys 1, N, Ck, h, w; values 1, N, K, Cv, h, w), cached until the bank changes."""
+        keys, values, _ = self._stack()
+        return keys, values
+
+    def value_rows(self) -> torch.Tensor:
+        """The values as matching.value_rows lays them out (1, N*M, K*Cv), cached with the stack."""
+        return self._stack()[2]
+
+    def _stack(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if not self.entries:
             raise RuntimeError("memory is empty: add the support frames first")
         if self._stacked is None:
             keys = torch.stack([e.key for e in self.entries]).unsqueeze(0)
             values = torch.stack([e.value for e in self.entries]).unsqueeze(0)
-            self._stacked = (keys, values)
+            self._stacked = (keys, values, value_rows(values).contiguous())
         return self._stacked
 
     def nbytes(self) -> int:

@@ -100,28 +100,36 @@ def local_affinity(
     return torch.softmax(logits, dim=-1), idx
 
 
-def sparse_readout(values: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor | None) -> torch.Tensor:
-    """Weighted sum of memory values.  values: B, C, N*M;  weights: B, P, L  ->  B, C, P.
+def value_rows(mem_values: torch.Tensor) -> torch.Tensor:
+    """B, N, K, Cv, h, w -> B, N*M, K*Cv: one row per memory position, the layout every readout path reads.
+
+    The inference memory bank caches it, so the copy is made once per memory change, not per frame.
+    """
+    b, n, k_obj, cv, h, w = mem_values.shape
+    return mem_values.permute(0, 1, 4, 5, 2, 3).reshape(b, n * h * w, k_obj * cv)
+
+
+def sparse_readout(rows: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor | None) -> torch.Tensor:
+    """Weighted sum of memory values.  rows: B, N*M, C;  weights: B, P, L  ->  B, P, C.
 
     indices None means dense weights over all N*M positions (global). With indices, small problems (and
     anything needing gradients) scatter into a dense matrix; large CPU inference problems use
-    embedding_bag (a weighted gather-sum of each query's L values), whose cost is P*L*C instead of
+    embedding_bag (a weighted gather-sum of each query's L rows), whose cost is P*L*C instead of
     P*N*M*C. It replaced a CSR sparse matmul that was 2-4x slower on CPU (torch 2.13, `xrayvos bench`).
     """
     if indices is None:
-        return torch.bmm(values, weights.transpose(1, 2).to(values.dtype))
+        return torch.bmm(weights.to(rows.dtype), rows)
     b, p, _ = weights.shape
-    total = values.shape[-1]
+    total = rows.shape[1]
     out = []
-    use_sparse = not torch.is_grad_enabled() and p * total > 4 * 1024 * 1024 and values.device.type == "cpu"
+    use_sparse = not torch.is_grad_enabled() and p * total > 4 * 1024 * 1024 and rows.device.type == "cpu"
     for i in range(b):
         if use_sparse:
-            table = values[i].transpose(0, 1).contiguous()  # N*M, C: one row per memory position
-            summed = F.embedding_bag(indices[i], table, per_sample_weights=weights[i].to(values.dtype), mode="sum")
-            out.append(summed.transpose(0, 1))
+            out.append(F.embedding_bag(indices[i], rows[i].contiguous(), per_sample_weights=weights[i].to(rows.dtype),
+                                       mode="sum"))
         else:
-            dense = values.new_zeros(p, total).scatter_(1, indices[i], weights[i].to(values.dtype))
-            out.append(values[i] @ dense.transpose(0, 1))
+            dense = rows.new_zeros(p, total).scatter_(1, indices[i], weights[i].to(rows.dtype))
+            out.append(dense @ rows[i])
     return torch.stack(out)
 
 
@@ -133,15 +141,17 @@ def memory_readout(
     window: int = 15,
     top_k: int | None = None,
     query_chunk: int = 2048,
+    rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Read memory for every query position.
 
     query_key: B, Ck, h, w;  mem_keys: B, N, Ck, h, w;  mem_values: B, N, K, Cv, h, w  ->  B, K, Cv, h, w
+    rows: value_rows(mem_values) when the caller already has it (the inference memory bank caches it).
     Query positions are processed in chunks so the B x N x P x M similarity never has to exist whole.
     """
     b, ck, h, w = query_key.shape
-    n, k_obj, cv = mem_values.shape[1:4]
-    values = mem_values.permute(0, 2, 3, 1, 4, 5).reshape(b, k_obj * cv, n * h * w)  # B, K*Cv, N*M
+    k_obj, cv = mem_values.shape[2:4]
+    rows = value_rows(mem_values) if rows is None else rows  # B, N*M, K*Cv
     q = query_key.flatten(2)
     chunks = []
     for start in range(0, h * w, query_chunk):
@@ -153,6 +163,6 @@ def memory_readout(
             weights, idx = local_affinity(sim, h, w, window, top_k)
         else:
             raise ValueError(f"unknown matching {matching!r}; use 'local' or 'global'")
-        chunks.append(sparse_readout(values, weights, idx))
-    readout = torch.cat(chunks, dim=-1)  # B, K*Cv, P
-    return readout.view(b, k_obj, cv, h, w)
+        chunks.append(sparse_readout(rows, weights, idx))
+    readout = torch.cat(chunks, dim=1)  # B, P, K*Cv
+    return readout.transpose(1, 2).reshape(b, k_obj, cv, h, w)
