@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from XRayVOSLib.cli import main as cli_main
+from XRayVOSLib.errors import InputError
 from XRayVOSLib.inference.propagator import Propagator
 from XRayVOSLib.io import read_mask_folder
 from XRayVOSLib.model.checkpoint import read_metadata, save_checkpoint
@@ -72,7 +73,10 @@ def test_training_steps_change_weights_and_resume(davis_root: Path, tmp_path: Pa
     resumed.step = 4
     assert resumed.optimizer.param_groups[1]["lr"] == pytest.approx(resumed.config.lr * resumed._lr_factor())
     config, info = read_metadata(model_path)
-    assert info["trained"] and info["steps"] == 5 and config.stride == 16
+    assert info["trained"] and info["steps"] == 5 and config.stride == 16 and config.detail_head
+    # A state saved with the detail head cannot resume under a config without it: the error says why.
+    with pytest.raises(InputError, match="detail_head True"):
+        Trainer(tiny_config(davis_root, tmp_path / "run", steps=6, detail_head=False)).resume()
     prop = Propagator.load(model_path, device="cpu")
     frames = np.asarray(np.random.default_rng(0).integers(0, 255, (4, 64, 64)), dtype=np.uint8)
     support = np.zeros((64, 64), np.uint8)

@@ -120,7 +120,15 @@ class Trainer:
         if not self.state_path.is_file():
             return False
         state = torch.load(self.state_path, map_location=self.device, weights_only=False)
-        self.network.load_state_dict(state["model"])
+        try:
+            self.network.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            saved = state.get("config", {})
+            raise InputError(
+                f"{self.state_path} does not fit this config's network (saved with stride {saved.get('stride')}, "
+                f"detail_head {saved.get('detail_head', False)}; this config: stride {self.config.stride}, "
+                f"detail_head {self.config.detail_head}). Use the run's own config or a new out_dir. ({exc})"
+            ) from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
