@@ -21,7 +21,7 @@ from XRayVOSLib.inference.merge import (
 from XRayVOSLib.inference.propagator import Propagator
 from XRayVOSLib.io import LazyFrames
 from XRayVOSLib.methods import make_method
-from XRayVOSLib.model.network import LocalMatchingNetwork
+from XRayVOSLib.model.network import LocalMatchingNetwork, aggregate_probabilities, soft_aggregate
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -85,6 +85,18 @@ def test_merge_rule_blends_by_distance_to_each_support() -> None:
         acc = blend_probabilities(acc, labels_to_onehot(mask_b, ids), support_weight(t, 6, [2, 6]))
         merged[t] = probabilities_to_labels(acc, ids)
     assert np.array_equal(merged[3], mask_a) and np.array_equal(merged[5], mask_b)
+
+
+@pytest.mark.parametrize("objects", [1, 3])
+def test_inference_aggregation_equals_soft_aggregation(objects: int) -> None:
+    logits = torch.randn(2, objects, 24, 32, generator=torch.Generator().manual_seed(objects)) * 6
+    logits[0, :, 0, 0] = 40.0  # saturated: the clamp matters
+    logits[0, :, 0, 1] = -40.0
+    _, reference = soft_aggregate(logits)
+    probs = aggregate_probabilities(logits)
+    assert probs.shape == (2, objects + 1, 24, 32)
+    torch.testing.assert_close(probs, reference, rtol=0, atol=1e-6)
+    torch.testing.assert_close(probs.sum(dim=1), torch.ones(2, 24, 32))
 
 
 def test_labels_from_probabilities_match_argmax_with_ties_and_sparse_ids() -> None:

@@ -20,7 +20,7 @@ from XRayVOSLib.inference.accelerate import AcceleratedNetwork
 from XRayVOSLib.inference.memory import MemoryBank
 from XRayVOSLib.inference.merge import labels_to_onehot, plan_passes, probabilities_to_labels, support_weight
 from XRayVOSLib.model.matching import memory_readout
-from XRayVOSLib.model.network import LocalMatchingNetwork, QueryFeatures, soft_aggregate
+from XRayVOSLib.model.network import LocalMatchingNetwork, QueryFeatures, aggregate_probabilities
 from XRayVOSLib.model.normalize import intensity_range, to_unit_range
 
 PAD_MULTIPLE = 16
@@ -76,7 +76,7 @@ class InferenceEngine:
         s = self.settings
         readout = memory_readout(q.key, keys, values, s.matching, s.window, s.top_k,
                                  rows=memory.value_rows().to(q.key.dtype))
-        _, probs = soft_aggregate(self.accel.decode(readout, q))
+        probs = aggregate_probabilities(self.accel.decode(readout, q))
         return probs[0, :, : size[0], : size[1]]  # K+1, H, W (background first), padding cropped
 
     @torch.inference_mode()

@@ -116,13 +116,29 @@ class Decoder(nn.Module):
         return logits.view(b, k, *size)
 
 
-def soft_aggregate(object_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """STCN's soft aggregation. object_logits: B, K, H, W -> (logits, probs) B, K+1, H, W (background first)."""
+def _object_and_background_probabilities(object_logits: torch.Tensor) -> torch.Tensor:
+    """B, K, H, W logits -> B, K+1, H, W independent probabilities (background = no object), clamped."""
     p = torch.sigmoid(object_logits.float())
     background = torch.prod(1 - p, dim=1, keepdim=True)
-    all_p = torch.cat([background, p], dim=1).clamp(1e-7, 1 - 1e-7)
+    return torch.cat([background, p], dim=1).clamp_(1e-7, 1 - 1e-7)
+
+
+def soft_aggregate(object_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """STCN's soft aggregation. object_logits: B, K, H, W -> (logits, probs) B, K+1, H, W (background first)."""
+    all_p = _object_and_background_probabilities(object_logits)
     logits = torch.log(all_p / (1 - all_p))
     return logits, torch.softmax(logits, dim=1)
+
+
+def aggregate_probabilities(object_logits: torch.Tensor) -> torch.Tensor:
+    """soft_aggregate's probabilities only, for inference: softmax(log odds) is odds / sum(odds).
+
+    Skipping the log and exp takes 1.6 ms instead of 8.4 ms for one 512x512 object on the 2-core CPU
+    (one-off micro-benchmark); the results agree to float rounding (Testing/test_propagator.py).
+    """
+    odds = _object_and_background_probabilities(object_logits)
+    odds = odds.div_(1 - odds)
+    return odds.div_(odds.sum(dim=1, keepdim=True))
 
 
 class LocalMatchingNetwork(nn.Module):
