@@ -206,3 +206,29 @@ def test_resolution_bound_loses_thin_wires_and_keeps_blobs(davis_root: Path, tmp
     assert bound[1]["J"] > bound[4]["J"] > bound[16]["J"]
     assert resolution_main(["--data", str(davis_root), "--strides", "4", "--every", "4"]) == 0
     assert "stride 4: J " in capsys.readouterr().out
+
+
+def test_confusion_counts_missed_pixels_by_where_they_went(davis_root: Path, tmp_path: Path, capsys) -> None:
+    from XRayVOSLib.evaluation.card import synthetic_kinds
+    from XRayVOSLib.evaluation.confusion import main as confusion_main, missed_pixels
+    from XRayVOSLib.methods import make_method
+
+    # The copy baseline repeats frame 0's labels, so the expected counts follow from the annotations alone.
+    kind = next(iter(synthetic_kinds(davis_root)["synth_0000"].values()))
+    total = background = other = 0
+    for video, ids in synthetic_kinds(davis_root).items():
+        truth = read_mask_folder(davis_root / "Annotations" / video)
+        for object_id in [i for i, k in ids.items() if k == kind]:
+            for t in range(1, len(truth)):
+                mine = truth[t] == object_id
+                total += int(mine.sum())
+                background += int((mine & (truth[0] == 0)).sum())
+                other += int((mine & (truth[0] != 0) & (truth[0] != object_id)).sum())
+    r = missed_pixels(davis_root, make_method("copy"), kind)
+    assert r["pixels"] == total > 0
+    assert r["as_background"] == pytest.approx(background / total) and background > 0
+    assert r["as_other_object"] == pytest.approx(other / total)
+    with pytest.raises(ValueError, match="meta.json"):
+        missed_pixels(tmp_path, make_method("copy"), "guidewire")
+    assert confusion_main(["--data", str(davis_root), "--kind", kind]) == 0
+    assert "predicted as background" in capsys.readouterr().out
