@@ -1,4 +1,5 @@
-"""The sub-pixel detail head: layout, config versions, and adding it to a trained model without changing it."""
+"""The sub-pixel detail head (layout, config versions, adding it to a trained model without changing it) and
+building a training network of another stride from a checkpoint."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from XRayVOSLib.model.checkpoint import load_checkpoint, save_checkpoint
 from XRayVOSLib.model.config import ModelConfig
 from XRayVOSLib.model.network import LocalMatchingNetwork
 from XRayVOSLib.training.config import TrainConfig
-from XRayVOSLib.training.loop import add_detail_head, build_network
+from XRayVOSLib.training.loop import add_detail_head, build_network, transfer_to_stride
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -82,3 +83,20 @@ def test_detail_head_receives_gradient() -> None:
     target = (torch.rand(1, 32, 32, generator=g) > 0.5).long()
     torch.nn.functional.cross_entropy(logits, target).backward()
     assert net.decoder.detail.weight.grad is not None and net.decoder.detail.weight.grad.abs().sum() > 0
+
+
+def test_training_init_of_another_stride_transfers_what_fits(tmp_path: Path, capsys) -> None:
+    torch.manual_seed(4)
+    source = LocalMatchingNetwork(ModelConfig(detail_head=False)).eval()
+    path = save_checkpoint(tmp_path / "s16.safetensors", source)
+    net, _ = build_network(TrainConfig(init=str(path), stride=8))
+    assert net.stride == 8 and net.config.detail_head
+    assert "stride 16 -> 8" in capsys.readouterr().out
+    given, own = source.state_dict(), net.state_dict()
+    for name in ("key_encoder.trunk.features.0.0.weight", "value_encoder.down.0.dw.weight", "decoder.pred.weight"):
+        assert torch.equal(own[name], given[name]), name
+    assert own["key_encoder.key_proj.weight"].shape != given["key_encoder.key_proj.weight"].shape
+    # Without a stride in the config, the checkpoint's stride is kept (a site's fine-tune of a stride-8 model).
+    assert build_network(TrainConfig(init=str(path)))[0].stride == 16
+    assert build_network(TrainConfig())[0].stride == 16
+    assert transfer_to_stride(net, 16, detail_head=False).config.detail_head  # never drops a trained head

@@ -41,7 +41,9 @@ class TrainConfig:
     freeze_trunk: bool = True
     weight_decay: float = 1e-4
     grad_clip: float = 3.0
-    stride: int = 16
+    # Matching stride of a fresh network; None: 16, or the init checkpoint's. A stride different from the
+    # init checkpoint's builds that stride and transfers every weight whose name and shape still fit.
+    stride: int | None = None
     # Add the sub-pixel detail head (model config v2); an init checkpoint without one gets it, zeroed.
     detail_head: bool = True
     matching: str = "local"

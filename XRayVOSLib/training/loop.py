@@ -37,10 +37,12 @@ def build_network(config: TrainConfig) -> tuple[LocalMatchingNetwork, dict[str, 
     init = config.init
     if init and str(init).endswith(".safetensors"):
         network, info = load_checkpoint(init)
+        if config.stride is not None and config.stride != network.stride:
+            return transfer_to_stride(network, config.stride, config.detail_head), {"init": str(init), "init_info": info}
         if config.detail_head and not network.config.detail_head:
             network = add_detail_head(network)
         return network, {"init": str(init), "init_info": info}
-    network = LocalMatchingNetwork(ModelConfig(stride=config.stride, detail_head=config.detail_head))
+    network = LocalMatchingNetwork(ModelConfig(stride=config.stride or 16, detail_head=config.detail_head))
     if init:
         if not Path(init).is_file():
             raise InputError(f"init weights {init} do not exist")
@@ -57,6 +59,24 @@ def add_detail_head(network: LocalMatchingNetwork) -> LocalMatchingNetwork:
     if result.unexpected_keys or any(not k.startswith("decoder.detail.") for k in result.missing_keys):
         raise InputError(f"cannot add the detail head: missing {result.missing_keys}, unexpected {result.unexpected_keys}")
     return upgraded.train(network.training)
+
+
+def transfer_to_stride(network: LocalMatchingNetwork, stride: int, detail_head: bool) -> LocalMatchingNetwork:
+    """A network of another matching stride, with every weight of `network` whose name and shape fit.
+
+    The trunk, most of the value encoder and the decoder's finer levels carry over; the layers that see
+    the matching grid start fresh (they are printed), so the result needs training before use.
+    """
+    config = replace(network.config, stride=stride, detail_head=detail_head or network.config.detail_head,
+                     version=CONFIG_VERSION)
+    target = LocalMatchingNetwork(config)
+    own, given = target.state_dict(), network.state_dict()
+    fitting = {k: v for k, v in given.items() if k in own and own[k].shape == v.shape}
+    target.load_state_dict(fitting, strict=False)
+    fresh = sorted({k.rsplit(".", 1)[0] for k in own if k not in fitting})
+    print(f"stride {network.stride} -> {stride}: {len(fitting)} of {len(own)} tensors transferred; new: {', '.join(fresh)}",
+          flush=True)
+    return target
 
 
 def build_dataset(config: TrainConfig) -> Dataset:
@@ -126,7 +146,7 @@ class Trainer:
             saved = state.get("config", {})
             raise InputError(
                 f"{self.state_path} does not fit this config's network (saved with stride {saved.get('stride')}, "
-                f"detail_head {saved.get('detail_head', False)}; this config: stride {self.config.stride}, "
+                f"detail_head {saved.get('detail_head', False)}; this config: stride {self.network.stride}, "
                 f"detail_head {self.config.detail_head}). Use the run's own config or a new out_dir. ({exc})"
             ) from None
         self.optimizer.load_state_dict(state["optimizer"])
