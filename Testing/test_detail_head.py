@@ -64,6 +64,9 @@ def test_adding_the_head_to_a_trained_model_keeps_its_output(tmp_path: Path) -> 
     # Training from such a checkpoint adds the head; asking for none keeps the checkpoint as it is.
     net, info = build_network(TrainConfig(init=str(path)))
     assert net.config.detail_head and info["init"] == str(path)
+    # The init's own history is not nested further: a model trained in stages keeps one level of it.
+    staged = save_checkpoint(tmp_path / "staged.safetensors", old, info={"steps": 9, "init_info": {"steps": 1}})
+    assert build_network(TrainConfig(init=str(staged)))[1]["init_info"] == {"steps": 9}
     assert not build_network(TrainConfig(init=str(path), detail_head=False))[0].config.detail_head
     # And the saved upgraded model round-trips with its head.
     net.decoder.detail.bias.data.fill_(0.5)

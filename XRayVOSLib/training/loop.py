@@ -37,6 +37,7 @@ def build_network(config: TrainConfig) -> tuple[LocalMatchingNetwork, dict[str, 
     init = config.init
     if init and str(init).endswith(".safetensors"):
         network, info = load_checkpoint(init)
+        info = {k: v for k, v in info.items() if k != "init_info"}  # one level of history, not every stage's
         if config.stride is not None and config.stride != network.stride:
             return transfer_to_stride(network, config.stride, config.detail_head), {"init": str(init), "init_info": info}
         if config.detail_head and not network.config.detail_head:
