@@ -53,13 +53,24 @@ def build_network(config: TrainConfig) -> tuple[LocalMatchingNetwork, dict[str, 
     return network, {"init": str(init) if init else "random"}
 
 
+def _rebuild(network: LocalMatchingNetwork, **changes: Any) -> tuple[LocalMatchingNetwork, list[str], list[str]]:
+    """A network of `network`'s config with `changes`, holding every weight whose name and shape still fit.
+
+    Returns (network, names left at their fresh initialisation, names of `network` that did not fit).
+    """
+    target = LocalMatchingNetwork(replace(network.config, version=CONFIG_VERSION, **changes))
+    own, given = target.state_dict(), network.state_dict()
+    fitting = {k: v for k, v in given.items() if k in own and own[k].shape == v.shape}
+    target.load_state_dict(fitting, strict=False)
+    return target.train(network.training), sorted(set(own) - set(fitting)), sorted(set(given) - set(fitting))
+
+
 def add_detail_head(network: LocalMatchingNetwork) -> LocalMatchingNetwork:
     """The same network plus a zero-initialised detail head: identical output until trained."""
-    upgraded = LocalMatchingNetwork(replace(network.config, detail_head=True, version=CONFIG_VERSION))
-    result = upgraded.load_state_dict(network.state_dict(), strict=False)
-    if result.unexpected_keys or any(not k.startswith("decoder.detail.") for k in result.missing_keys):
-        raise InputError(f"cannot add the detail head: missing {result.missing_keys}, unexpected {result.unexpected_keys}")
-    return upgraded.train(network.training)
+    upgraded, fresh, dropped = _rebuild(network, detail_head=True)
+    if dropped or any(not k.startswith("decoder.detail.") for k in fresh):
+        raise InputError(f"cannot add the detail head: missing {fresh}, unexpected {dropped}")
+    return upgraded
 
 
 def transfer_to_stride(network: LocalMatchingNetwork, stride: int, detail_head: bool) -> LocalMatchingNetwork:
@@ -68,15 +79,11 @@ def transfer_to_stride(network: LocalMatchingNetwork, stride: int, detail_head: 
     The trunk, most of the value encoder and the decoder's finer levels carry over; the layers that see
     the matching grid start fresh (they are printed), so the result needs training before use.
     """
-    config = replace(network.config, stride=stride, detail_head=detail_head or network.config.detail_head,
-                     version=CONFIG_VERSION)
-    target = LocalMatchingNetwork(config)
-    own, given = target.state_dict(), network.state_dict()
-    fitting = {k: v for k, v in given.items() if k in own and own[k].shape == v.shape}
-    target.load_state_dict(fitting, strict=False)
-    fresh = sorted({k.rsplit(".", 1)[0] for k in own if k not in fitting})
-    print(f"stride {network.stride} -> {stride}: {len(fitting)} of {len(own)} tensors transferred; new: {', '.join(fresh)}",
-          flush=True)
+    target, fresh, _ = _rebuild(network, stride=stride, detail_head=detail_head or network.config.detail_head)
+    total = len(target.state_dict())
+    layers = sorted({k.rsplit(".", 1)[0] for k in fresh})
+    print(f"stride {network.stride} -> {stride}: {total - len(fresh)} of {total} tensors transferred; "
+          f"new: {', '.join(layers)}", flush=True)
     return target
 
 
@@ -148,7 +155,7 @@ class Trainer:
             raise InputError(
                 f"{self.state_path} does not fit this config's network (saved with stride {saved.get('stride')}, "
                 f"detail_head {saved.get('detail_head', False)}; this config: stride {self.network.stride}, "
-                f"detail_head {self.config.detail_head}). Use the run's own config or a new out_dir. ({exc})"
+                f"detail_head {self.network.config.detail_head}). Use the run's own config or a new out_dir. ({exc})"
             ) from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
