@@ -8,7 +8,7 @@ from typing import Any
 from XRayVOSLib.errors import ModelError
 
 ARCHITECTURE = "xrayvos-lmn-mbv2"
-CONFIG_VERSION = 2  # 2 added `detail_head`; version-1 checkpoints load with it off
+CONFIG_VERSION = 3  # 2 added `detail_head`, 3 `refine_head`; older checkpoints load with them off
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,8 @@ class ModelConfig:
     # Sub-pixel residual on the stride-4 logits (see network.Decoder): thin wires need detail finer than
     # a 4-pixel cell, which bilinear upsampling alone cannot draw.
     detail_head: bool = True
+    # Stride-2 pixel refinement of the logits from the frame's own pixels (see model.refine).
+    refine_head: bool = False
     # Grey X-ray intensity in [0, 1] is normalised with the mean/std of ImageNet's three channels.
     norm_mean: float = 0.449
     norm_std: float = 0.226
@@ -53,6 +55,8 @@ class ModelConfig:
         values = dict(data)
         if int(values.get("version", CONFIG_VERSION)) < 2:
             values.setdefault("detail_head", False)  # version 1 predates the detail head
+        if int(values.get("version", CONFIG_VERSION)) < 3:
+            values.setdefault("refine_head", False)
         for name in ("mask_encoder_channels", "decoder_channels"):
             if name in values:
                 values[name] = tuple(int(v) for v in values[name])

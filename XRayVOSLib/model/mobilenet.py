@@ -45,13 +45,13 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2Trunk(nn.Module):
-    """features.0 .. features.13 of MobileNetV2 (width 1.0): outputs at strides 4, 8 and 16.
+    """features.0 .. features.13 of MobileNetV2 (width 1.0): outputs at strides 2, 4, 8 and 16.
 
     Blocks past stride 16 are dropped: matching never runs coarser than stride 16, and they would cost
     about a quarter of the encoder's time for nothing.
     """
 
-    channels = {4: 24, 8: 32, 16: 96}
+    channels = {2: 16, 4: 24, 8: 32, 16: 96}
 
     def __init__(self, in_channels: int = 1) -> None:
         super().__init__()
@@ -63,12 +63,13 @@ class MobileNetV2Trunk(nn.Module):
                 cin = c
         self.features = nn.Sequential(*features[:14])
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        # x: B, 1, H, W  ->  f4: B, 24, H/4, W/4;  f8: B, 32, H/8, W/8;  f16: B, 96, H/16, W/16
-        f4 = self.features[:4](x)
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        # x: B, 1, H, W  ->  f2: B, 16, H/2, W/2;  f4: B, 24, H/4, W/4;  f8: B, 32, H/8, W/8;  f16: B, 96, H/16, W/16
+        f2 = self.features[:2](x)
+        f4 = self.features[2:4](f2)
         f8 = self.features[4:7](f4)
         f16 = self.features[7:14](f8)
-        return f4, f8, f16
+        return f2, f4, f8, f16
 
 
 def load_imagenet_weights(trunk: MobileNetV2Trunk, path: str | Path) -> list[str]:

@@ -16,6 +16,7 @@ from XRayVOSLib.model.config import ModelConfig
 from XRayVOSLib.model.layers import DepthwiseBlock, ResBlock, UpsampleBlock
 from XRayVOSLib.model.matching import memory_readout
 from XRayVOSLib.model.mobilenet import MobileNetV2Trunk
+from XRayVOSLib.model.refine import PixelRefiner
 from XRayVOSLib.model.normalize import normalize
 
 
@@ -25,7 +26,7 @@ class QueryFeatures:
 
     key: torch.Tensor  # B, Ck, H/s, W/s
     feature: torch.Tensor  # B, Cm, H/s, W/s  (fed to the value encoder and decoder)
-    skips: list[torch.Tensor]  # [f8 (stride 16 only), f4]
+    skips: list[torch.Tensor]  # [f8 (stride 16 only), f4, f2]
     image: torch.Tensor  # B, 1, H, W normalised (the value encoder needs it)
 
 
@@ -45,12 +46,12 @@ class KeyEncoder(nn.Module):
         self.key_proj = nn.Conv2d(self.match_channels, config.key_dim, 3, padding=1)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        f4, f8, f16 = self.trunk(image)
+        f2, f4, f8, f16 = self.trunk(image)
         if self.stride == 8:
             up = F.interpolate(self.fuse16(f16), size=f8.shape[-2:], mode="bilinear", align_corners=False)
-            feature, skips = F.relu(self.fuse8(f8) + up), [f4]
+            feature, skips = F.relu(self.fuse8(f8) + up), [f4, f2]
         else:
-            feature, skips = f16, [f8, f4]
+            feature, skips = f16, [f8, f4, f2]
         return self.key_proj(feature), feature, skips
 
 
@@ -101,6 +102,7 @@ class Decoder(nn.Module):
             self.detail = nn.Conv2d(c2, DETAIL_FACTOR**2, 3, padding=1)
             nn.init.zeros_(self.detail.weight)
             nn.init.zeros_(self.detail.bias)
+        self.refine = PixelRefiner() if config.refine_head else None
 
     def forward(self, readout: torch.Tensor, q: QueryFeatures, size: tuple[int, int]) -> torch.Tensor:
         # readout: B, K, Cv, h, w  ->  logits B, K, H, W
@@ -109,10 +111,12 @@ class Decoder(nn.Module):
         x = self.compress(torch.cat([readout.flatten(0, 1), rep(q.feature)], dim=1))
         if self.up8 is not None:
             x = self.up8(rep(q.skips[0]), x)
-        x = F.relu(self.up4(rep(q.skips[-1]), x))  # B*K, c2, H/4, W/4
+        x = F.relu(self.up4(rep(q.skips[-2]), x))  # B*K, c2, H/4, W/4
         logits = F.interpolate(self.pred(x), size=size, mode="bilinear", align_corners=False)
         if self.detail is not None:
             logits = logits + F.pixel_shuffle(self.detail(x), DETAIL_FACTOR)  # H, W are 4x the stride-4 map
+        if self.refine is not None:
+            logits = self.refine(logits, q.image, q.skips[-1])
         return logits.view(b, k, *size)
 
 

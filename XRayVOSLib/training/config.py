@@ -46,6 +46,8 @@ class TrainConfig:
     stride: int | None = None
     # Add the sub-pixel detail head (model config v2); an init checkpoint without one gets it, zeroed.
     detail_head: bool = True
+    # Add the stride-2 pixel refiner (model config v3), zeroed on an init checkpoint without one.
+    refine_head: bool = False
     matching: str = "local"
     window: int = 15
     init: str | None = None  # ImageNet MobileNetV2 .pth, or an XRayVOS checkpoint to fine-tune

@@ -39,11 +39,14 @@ def build_network(config: TrainConfig) -> tuple[LocalMatchingNetwork, dict[str, 
         network, info = load_checkpoint(init)
         info = {k: v for k, v in info.items() if k != "init_info"}  # one level of history, not every stage's
         if config.stride is not None and config.stride != network.stride:
-            return transfer_to_stride(network, config.stride, config.detail_head), {"init": str(init), "init_info": info}
+            network = transfer_to_stride(network, config.stride, config.detail_head)
         if config.detail_head and not network.config.detail_head:
             network = add_detail_head(network)
+        if config.refine_head and not network.config.refine_head:
+            network = add_refine_head(network)
         return network, {"init": str(init), "init_info": info}
-    network = LocalMatchingNetwork(ModelConfig(stride=config.stride or 16, detail_head=config.detail_head))
+    network = LocalMatchingNetwork(ModelConfig(stride=config.stride or 16, detail_head=config.detail_head,
+                                               refine_head=config.refine_head))
     if init:
         if not Path(init).is_file():
             raise InputError(f"init weights {init} do not exist")
@@ -65,12 +68,22 @@ def _rebuild(network: LocalMatchingNetwork, **changes: Any) -> tuple[LocalMatchi
     return target.train(network.training), sorted(set(own) - set(fitting)), sorted(set(given) - set(fitting))
 
 
+def _add_head(network: LocalMatchingNetwork, flag: str, prefix: str) -> LocalMatchingNetwork:
+    """The same network with config `flag` on: only the (zero-initialised) layers under `prefix` are new."""
+    upgraded, fresh, dropped = _rebuild(network, **{flag: True})
+    if dropped or any(not k.startswith(prefix) for k in fresh):
+        raise InputError(f"cannot turn on {flag}: missing {fresh}, unexpected {dropped}")
+    return upgraded
+
+
 def add_detail_head(network: LocalMatchingNetwork) -> LocalMatchingNetwork:
     """The same network plus a zero-initialised detail head: identical output until trained."""
-    upgraded, fresh, dropped = _rebuild(network, detail_head=True)
-    if dropped or any(not k.startswith("decoder.detail.") for k in fresh):
-        raise InputError(f"cannot add the detail head: missing {fresh}, unexpected {dropped}")
-    return upgraded
+    return _add_head(network, "detail_head", "decoder.detail.")
+
+
+def add_refine_head(network: LocalMatchingNetwork) -> LocalMatchingNetwork:
+    """The same network plus the zero-initialised pixel refiner: identical output until trained."""
+    return _add_head(network, "refine_head", "decoder.refine.")
 
 
 def transfer_to_stride(network: LocalMatchingNetwork, stride: int, detail_head: bool) -> LocalMatchingNetwork:
@@ -80,6 +93,7 @@ def transfer_to_stride(network: LocalMatchingNetwork, stride: int, detail_head: 
     the matching grid start fresh (they are printed), so the result needs training before use.
     """
     target, fresh, _ = _rebuild(network, stride=stride, detail_head=detail_head or network.config.detail_head)
+    # The refiner's stride-2 inputs do not depend on the matching stride: it carries over as it is.
     total = len(target.state_dict())
     layers = sorted({k.rsplit(".", 1)[0] for k in fresh})
     print(f"stride {network.stride} -> {stride}: {total - len(fresh)} of {total} tensors transferred; "
@@ -154,8 +168,9 @@ class Trainer:
             saved = state.get("config", {})
             raise InputError(
                 f"{self.state_path} does not fit this config's network (saved with stride {saved.get('stride')}, "
-                f"detail_head {saved.get('detail_head', False)}; this config: stride {self.network.stride}, "
-                f"detail_head {self.network.config.detail_head}). Use the run's own config or a new out_dir. ({exc})"
+                f"detail_head {saved.get('detail_head', False)}, refine_head {saved.get('refine_head', False)}; this "
+                f"config: stride {self.network.stride}, detail_head {self.network.config.detail_head}, refine_head "
+                f"{self.network.config.refine_head}). Use the run's own config or a new out_dir. ({exc})"
             ) from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
