@@ -73,13 +73,16 @@ def test_refiner_receives_gradient_and_the_traced_encoder_feeds_it() -> None:
     logits, _ = net.segment(q, q.key[:, None], net.encode_value(q, masks)[:, None])
     torch.nn.functional.cross_entropy(logits, (torch.rand(1, 32, 32) > 0.5).long()).backward()
     assert net.decoder.refine.out.weight.grad.abs().sum() > 0
-    # The stride-2 skip survives the TorchScript key encoder, so accelerated decoding matches eager.
+    # The stride-2 skip survives the TorchScript key encoder, and the traced refiner matches eager decoding.
     net.eval()
     torch.nn.init.normal_(net.decoder.refine.out.weight, std=0.5)
     image = torch.rand(1, 1, 64, 64)
     with torch.no_grad():
-        eager, traced = net.encode_query(image), AcceleratedNetwork(net).encode_query(image)
-        assert [s.shape[-1] for s in traced.skips] == [8, 16, 32]
-        readout = torch.randn(1, 1, net.config.value_dim, 4, 4)
-        torch.testing.assert_close(net.decoder(readout, traced, (64, 64)), net.decoder(readout, eager, (64, 64)),
+        eager = net.encode_query(image)
+        assert [s.shape[-1] for s in AcceleratedNetwork(net).encode_query(image).skips] == [8, 16, 32]
+        readout = torch.randn(1, 2, net.config.value_dim, 4, 4)
+        accelerated = AcceleratedNetwork(net)
+        expected = net.decoder(readout, eager, (64, 64))
+        torch.testing.assert_close(accelerated.decode(readout, accelerated.encode_query(image)), expected,
                                    atol=1e-4, rtol=1e-4)
+        assert any(name == "refine" and fn is not net.decoder.refine for (name, *_), fn in accelerated._cache.items())

@@ -106,7 +106,14 @@ class Decoder(nn.Module):
 
     def forward(self, readout: torch.Tensor, q: QueryFeatures, size: tuple[int, int]) -> torch.Tensor:
         # readout: B, K, Cv, h, w  ->  logits B, K, H, W
-        b, k = readout.shape[:2]
+        logits = self.coarse(readout, q, size)
+        if self.refine is not None:
+            logits = self.refine(logits, q.image, q.skips[-1])
+        return logits.view(readout.shape[0], readout.shape[1], *size)
+
+    def coarse(self, readout: torch.Tensor, q: QueryFeatures, size: tuple[int, int]) -> torch.Tensor:
+        """The logits before pixel refinement: B*K, 1, H, W (object-major within each batch item)."""
+        k = readout.shape[1]
         rep = lambda t: t.unsqueeze(1).expand(-1, k, *t.shape[1:]).flatten(0, 1)  # noqa: E731 (B*K copies)
         x = self.compress(torch.cat([readout.flatten(0, 1), rep(q.feature)], dim=1))
         if self.up8 is not None:
@@ -115,9 +122,7 @@ class Decoder(nn.Module):
         logits = F.interpolate(self.pred(x), size=size, mode="bilinear", align_corners=False)
         if self.detail is not None:
             logits = logits + F.pixel_shuffle(self.detail(x), DETAIL_FACTOR)  # H, W are 4x the stride-4 map
-        if self.refine is not None:
-            logits = self.refine(logits, q.image, q.skips[-1])
-        return logits.view(b, k, *size)
+        return logits
 
 
 def _object_and_background_probabilities(object_logits: torch.Tensor) -> torch.Tensor:
