@@ -232,3 +232,25 @@ def test_confusion_counts_missed_pixels_by_where_they_went(davis_root: Path, tmp
         missed_pixels(tmp_path, make_method("copy"), "guidewire")
     assert confusion_main(["--data", str(davis_root), "--kind", kind]) == 0
     assert "predicted as background" in capsys.readouterr().out
+
+
+def test_j_by_distance_bins_frames_by_their_nearest_support(davis_root: Path, tmp_path: Path, capsys) -> None:
+    from XRayVOSLib.errors import InputError
+    from XRayVOSLib.evaluation.drift import j_by_distance, main as drift_main
+
+    # Supports 0 and 7 of 8 frames: frames 1 and 6 are one frame away, 2 and 5 two, 3 and 4 three.
+    results = evaluate_methods(davis_root, ["copy"], supports={v: [0, 7] for v in VIDEOS}, out_dir=tmp_path, plots=False)
+    per_frame = results["methods"]["copy"]["per_frame_J"]
+    expected = {d: [] for d in (1, 2, 3)}
+    for objects in per_frame.values():
+        for frames in objects.values():
+            for t, j in frames.items():
+                expected[min(int(t), 7 - int(t))].append(j)
+    table = j_by_distance(json.loads((tmp_path / "results.json").read_text()))["copy"]
+    assert set(table) == {"1", "2", "3-5"}
+    for d, label in ((1, "1"), (2, "2"), (3, "3-5")):
+        assert table[label] == pytest.approx(np.mean(expected[d]))
+    with pytest.raises(InputError, match="results.json"):
+        j_by_distance({"methods": {}})
+    assert drift_main([str(tmp_path / "results.json")]) == 0
+    assert "frames from support" in capsys.readouterr().out
