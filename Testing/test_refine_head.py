@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -86,3 +87,23 @@ def test_refiner_receives_gradient_and_the_traced_encoder_feeds_it() -> None:
         torch.testing.assert_close(accelerated.decode(readout, accelerated.encode_query(image)), expected,
                                    atol=1e-4, rtol=1e-4)
         assert any(name == "refine" and fn is not net.decoder.refine for (name, *_), fn in accelerated._cache.items())
+
+
+REFINE_MODEL = Path(__file__).resolve().parents[1] / "models" / "xrayvos_refine.safetensors"
+
+
+@pytest.mark.skipif(not REFINE_MODEL.is_file(), reason="models/ ships no refiner model here")
+def test_shipped_refiner_model_propagates_a_synthetic_cine() -> None:
+    from XRayVOSLib.inference.propagator import Propagator
+    from XRayVOSLib.metrics import j_measure
+    from XRayVOSLib.synth import generate_cine
+
+    cine = generate_cine(seed=4242, num_frames=6, size=160)
+    propagator = Propagator.load(REFINE_MODEL, device="cpu", accelerate=False)
+    assert propagator.network.config.refine_head and propagator.trained
+    assert propagator.network.decoder.refine.out.weight.abs().sum() > 0  # trained, not the zero init
+    pred = propagator.propagate(cine.frames, {0: cine.labels[0]})
+    assert np.array_equal(pred[0], cine.labels[0])
+    ids = [i for i in np.unique(cine.labels[0]) if i]
+    scores = [j_measure(pred[t] == i, cine.labels[t] == i) for t in range(1, 6) for i in ids]
+    assert np.mean(scores) > 0.4, scores
