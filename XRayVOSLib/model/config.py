@@ -26,6 +26,8 @@ class ModelConfig:
     detail_head: bool = True
     # Stride-2 pixel refinement of the logits from the frame's own pixels (see model.refine).
     refine_head: bool = False
+    # Experimental: the refiner also reads the previous frame's final probabilities (full resolution).
+    refine_prior: bool = False
     # Grey X-ray intensity in [0, 1] is normalised with the mean/std of ImageNet's three channels.
     norm_mean: float = 0.449
     norm_std: float = 0.226

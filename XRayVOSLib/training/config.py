@@ -48,6 +48,7 @@ class TrainConfig:
     detail_head: bool = True
     # Add the stride-2 pixel refiner (model config v3), zeroed on an init checkpoint without one.
     refine_head: bool = False
+    refine_prior: bool = False  # experimental: the refiner reads the previous frame's probabilities
     matching: str = "local"
     window: int = 15
     init: str | None = None  # ImageNet MobileNetV2 .pth, or an XRayVOS checkpoint to fine-tune

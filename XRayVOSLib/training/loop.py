@@ -44,6 +44,8 @@ def build_network(config: TrainConfig) -> tuple[LocalMatchingNetwork, dict[str, 
             network = add_detail_head(network)
         if config.refine_head and not network.config.refine_head:
             network = add_refine_head(network)
+        if config.refine_prior and not network.config.refine_prior:
+            network = _add_head(network, "refine_prior", "decoder.refine.prior_conv.")
         return network, {"init": str(init), "init_info": info}
     network = LocalMatchingNetwork(ModelConfig(stride=config.stride or 16, detail_head=config.detail_head,
                                                refine_head=config.refine_head))

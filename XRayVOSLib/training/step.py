@@ -45,9 +45,13 @@ class ClipStep(nn.Module):
         mem_values = [net.encode_value(q0, object_masks(labels[:, 0], k))]
         losses: dict[str, torch.Tensor] = {}
         total = frames.new_zeros(())
+        prior = object_masks(labels[:, 0], k) if net.config.refine_prior else None  # the previous frame's mask
         for i in range(1, t):
             qi = query(i)
-            logits, probs = net.segment(qi, torch.stack(mem_keys, 1), torch.stack(mem_values, 1), cfg.matching, cfg.window)
+            logits, probs = net.segment(qi, torch.stack(mem_keys, 1), torch.stack(mem_values, 1), cfg.matching,
+                                        cfg.window, prior=prior)
+            if prior is not None:
+                prior = probs[:, 1:].detach()
             if lc.cross_entropy:
                 ce, _ = self.ce(logits, labels[:, i].long(), step)
                 losses[f"ce{i}"] = ce
