@@ -2,7 +2,8 @@
 
 Frames are fetched one at a time (a lazy Cine works), padded to a multiple of 16, and each frame's result
 is released as soon as every pass that covers it has run. Between two supports the first pass's
-probabilities wait, quantised to uint8, for the second: that is the only per-frame state kept.
+probabilities wait, quantised to uint8, for the second: that is the only per-frame state kept (besides,
+for a model with `refine_prior`, the last frame's probabilities, which the refiner reads on the next).
 """
 
 from __future__ import annotations

@@ -5,6 +5,10 @@ that pooled each 4x4 cell; on the held-out cines most of the J lost is a one-pix
 edge. This head works at stride 2: each 2x2 cell's four pixels (pixel_unshuffle, so no detail is
 pooled away), MobileNetV2's stride-2 features and the object's current probabilities predict one logit
 residual per pixel. The image part is computed once per frame and shared by every object.
+
+With `refine_prior` (model config v4) it also reads the object's probabilities on the previous frame of
+the pass (the support's mask on the first). A guidewire inside its catheter has no edge of its own: the
+memory, matched at stride 16, cannot place it, but its position a frame ago nearly can.
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ class TrainConfig:
     detail_head: bool = True
     # Add the stride-2 pixel refiner (model config v3), zeroed on an init checkpoint without one.
     refine_head: bool = False
-    refine_prior: bool = False  # experimental: the refiner reads the previous frame's probabilities
+    refine_prior: bool = False  # the refiner also reads the previous frame's probabilities (config v4)
     matching: str = "local"
     window: int = 15
     init: str | None = None  # ImageNet MobileNetV2 .pth, or an XRayVOS checkpoint to fine-tune
@@ -63,6 +63,10 @@ class TrainConfig:
     amp: bool = True  # fp16 autocast on CUDA (ignored on CPU)
     augment: str = "weak"
     losses: LossConfig = field(default_factory=LossConfig)
+
+    def __post_init__(self) -> None:
+        if self.refine_prior and not self.refine_head:
+            raise InputError("training config: refine_prior needs refine_head (the prior is read by the pixel refiner)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
