@@ -18,6 +18,8 @@ class LossConfig:
     contrastive_temperature: float = 0.1
     consistency: bool = False  # label-free space-time consistency (two-shot student)
     consistency_weight: float = 0.1
+    dice: bool = False  # soft Dice of each object present (MONAI DiceLoss): pulls thin masks towards J
+    dice_weight: float = 1.0
     bootstrap_start: int = 1000
     bootstrap_end: int = 4000
     bootstrap_top_p: float = 0.15

@@ -12,7 +12,7 @@ from torch import nn
 
 from XRayVOSLib.model.network import LocalMatchingNetwork
 from XRayVOSLib.training.config import TrainConfig
-from XRayVOSLib.training.losses import BootstrappedCE, consistency_loss, object_contrastive_loss
+from XRayVOSLib.training.losses import BootstrappedCE, consistency_loss, object_contrastive_loss, object_dice_loss
 
 
 def object_masks(labels: torch.Tensor, num_channels: int) -> torch.Tensor:
@@ -56,6 +56,10 @@ class ClipStep(nn.Module):
                 ce, _ = self.ce(logits, labels[:, i].long(), step)
                 losses[f"ce{i}"] = ce
                 total = total + ce
+            if lc.dice:
+                dice = object_dice_loss(probs, labels[:, i], batch["num_objects"])
+                losses[f"dice{i}"] = dice
+                total = total + lc.dice_weight * dice
             if i < t - 1:
                 mem_keys.append(qi.key)
                 mem_values.append(net.encode_value(qi, probs[:, 1:]))
