@@ -123,3 +123,23 @@ def test_engine_feeds_the_support_mask_then_each_frames_own_probabilities() -> N
         expected = aggregate_probabilities(previous[:, 0][None])[0, 1:]  # K, H, W
         torch.testing.assert_close(prior[:, 0], expected, atol=1e-5, rtol=1e-5)
         assert 0.01 < float(prior.max()) and bool(((prior > 0.05) & (prior < 0.95)).any())
+
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+@pytest.mark.skipif(not (MODELS / "xrayvos_refine.safetensors").is_file(), reason="models/ ships no refiner model here")
+def test_shipped_refiner_model_carries_a_trained_prior() -> None:
+    net, info = load_checkpoint(MODELS / "xrayvos_refine.safetensors")
+    assert net.config.refine_prior and info["trained"]
+    assert net.decoder.refine.prior_conv.weight.abs().sum() > 0  # trained, not the zero init
+
+
+def test_committed_training_configs_load_and_chain() -> None:
+    """Every stage config in models/ is valid, and each stage that starts from another's output names it."""
+    configs = {p.name: TrainConfig.load(p) for p in sorted(MODELS.glob("*_config.json"))}
+    assert {"pretrain_config.json", "refine_config.json", "prior_config.json", "prior2_config.json"} <= set(configs)
+    outputs = {f"{c.out_dir}/model.safetensors" for c in configs.values()}
+    assert configs["prior_config.json"].init in outputs
+    assert configs["prior2_config.json"].init in outputs
+    assert configs["prior2_config.json"].refine_prior
