@@ -67,11 +67,13 @@ class AcceleratedNetwork:
     def encode_value(self, q: QueryFeatures, masks: torch.Tensor) -> torch.Tensor:
         return self.net.encode_value(q, masks)
 
-    def decode(self, readout: torch.Tensor, q: QueryFeatures) -> torch.Tensor:
+    def decode(self, readout: torch.Tensor, q: QueryFeatures, prior: torch.Tensor | None = None) -> torch.Tensor:
         decoder, size = self.net.decoder, tuple(q.image.shape[-2:])
         if decoder.refine is None:
             return decoder(readout, q, size)
         logits = decoder.coarse(readout, q, size)
         example = (logits, q.image, q.skips[-1])
+        if decoder.refine.prior_conv is not None and prior is not None:
+            example = example + (prior.flatten(0, 1)[:, None].to(logits.dtype),)
         logits = self._get("refine", decoder.refine, example)(*example)
         return logits.view(readout.shape[0], readout.shape[1], *size)

@@ -2,7 +2,8 @@
 
 Frames are fetched one at a time (a lazy Cine works), padded to a multiple of 16, and each frame's result
 is released as soon as every pass that covers it has run. Between two supports the first pass's
-probabilities wait, quantised to uint8, for the second: that is the only per-frame state kept.
+probabilities wait, quantised to uint8, for the second: that is the only per-frame state kept (besides,
+for a model with `refine_prior`, the last frame's probabilities, which the refiner reads on the next).
 """
 
 from __future__ import annotations
@@ -71,12 +72,13 @@ class InferenceEngine:
     def _encode(self, frame01: np.ndarray) -> QueryFeatures:
         return self.accel.encode_query(self._frame_tensor(frame01))
 
-    def _segment(self, q: QueryFeatures, memory: MemoryBank, size: tuple[int, int]) -> torch.Tensor:
+    def _segment(self, q: QueryFeatures, memory: MemoryBank, size: tuple[int, int],
+                 prior: torch.Tensor | None = None) -> torch.Tensor:
         keys, values = memory.tensors()
         s = self.settings
         readout = memory_readout(q.key, keys, values, s.matching, s.window, s.top_k,
                                  rows=memory.value_rows().to(q.key.dtype))
-        probs = aggregate_probabilities(self.accel.decode(readout, q))
+        probs = aggregate_probabilities(self.accel.decode(readout, q, prior))
         return probs[0, :, : size[0], : size[1]]  # K+1, H, W (background first), padding cropped
 
     @torch.inference_mode()
@@ -106,22 +108,29 @@ class InferenceEngine:
         for t in sorted(supports):
             yield t, supports[t]
         memory = MemoryBank(max_keyframes=self.settings.max_keyframes)
+        priors: dict[int, torch.Tensor] = {}  # support masks, padded: the first prior of each pass
         with self._autocast():
             for t in sorted(supports):
                 if cancel is not None and cancel.is_set():
                     raise CancelledError("propagation cancelled")
                 q = self._encode(unit(t))
                 onehot = labels_to_onehot(supports[t], object_ids)[1:]  # K, H, W
-                value = self.accel.encode_value(q, self._pad_masks(onehot, tuple(q.image.shape[-2:])))
+                padded = self._pad_masks(onehot, tuple(q.image.shape[-2:]))
+                priors[t] = padded
+                value = self.accel.encode_value(q, padded)
                 memory.add(t, q.key[0], value[0], is_support=True)
             done = 0
+            use_prior = self.network.config.refine_prior
             for p in passes:
                 memory.clear_keyframes()
+                prior = priors.get(p.source) if use_prior else None
                 for step, t in enumerate(p.targets, start=1):
                     if cancel is not None and cancel.is_set():
                         raise CancelledError(f"propagation cancelled at frame {t}")
                     q = self._encode(unit(t))
-                    probs = self._segment(q, memory, size)
+                    probs = self._segment(q, memory, size, prior)
+                    if use_prior:
+                        prior = F.pad(probs[None, 1:], (0, q.image.shape[-1] - size[1], 0, q.image.shape[-2] - size[0]))
                     if step % self.settings.memory_every == 0:
                         masks = F.pad(probs[None, 1:], (0, q.image.shape[-1] - size[1], 0, q.image.shape[-2] - size[0]))
                         memory.add(t, q.key[0], self.accel.encode_value(q, masks.to(q.image.dtype))[0])

@@ -8,7 +8,7 @@ from typing import Any
 from XRayVOSLib.errors import ModelError
 
 ARCHITECTURE = "xrayvos-lmn-mbv2"
-CONFIG_VERSION = 3  # 2 added `detail_head`, 3 `refine_head`; older checkpoints load with them off
+CONFIG_VERSION = 4  # 2 added `detail_head`, 3 `refine_head`, 4 `refine_prior`; older checkpoints load with them off
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,9 @@ class ModelConfig:
     detail_head: bool = True
     # Stride-2 pixel refinement of the logits from the frame's own pixels (see model.refine).
     refine_head: bool = False
+    # The refiner also reads the previous frame's final probabilities (see model.refine): thin devices
+    # hidden inside another object (a guidewire in its catheter) have no edge of their own to refine.
+    refine_prior: bool = False
     # Grey X-ray intensity in [0, 1] is normalised with the mean/std of ImageNet's three channels.
     norm_mean: float = 0.449
     norm_std: float = 0.226
@@ -33,6 +36,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.stride not in (8, 16):
             raise ModelError(f"matching stride must be 8 or 16, got {self.stride}")
+        if self.refine_prior and not self.refine_head:
+            raise ModelError("refine_prior needs refine_head: the prior is read by the pixel refiner")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -57,6 +62,8 @@ class ModelConfig:
             values.setdefault("detail_head", False)  # version 1 predates the detail head
         if int(values.get("version", CONFIG_VERSION)) < 3:
             values.setdefault("refine_head", False)
+        if int(values.get("version", CONFIG_VERSION)) < 4:
+            values.setdefault("refine_prior", False)
         for name in ("mask_encoder_channels", "decoder_channels"):
             if name in values:
                 values[name] = tuple(int(v) for v in values[name])

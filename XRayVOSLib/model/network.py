@@ -102,13 +102,14 @@ class Decoder(nn.Module):
             self.detail = nn.Conv2d(c2, DETAIL_FACTOR**2, 3, padding=1)
             nn.init.zeros_(self.detail.weight)
             nn.init.zeros_(self.detail.bias)
-        self.refine = PixelRefiner() if config.refine_head else None
+        self.refine = PixelRefiner(prior=config.refine_prior) if config.refine_head else None
 
-    def forward(self, readout: torch.Tensor, q: QueryFeatures, size: tuple[int, int]) -> torch.Tensor:
-        # readout: B, K, Cv, h, w  ->  logits B, K, H, W
+    def forward(self, readout: torch.Tensor, q: QueryFeatures, size: tuple[int, int],
+                prior: torch.Tensor | None = None) -> torch.Tensor:
+        # readout: B, K, Cv, h, w;  prior: B, K, H, W or None  ->  logits B, K, H, W
         logits = self.coarse(readout, q, size)
         if self.refine is not None:
-            logits = self.refine(logits, q.image, q.skips[-1])
+            logits = self.refine(logits, q.image, q.skips[-1], None if prior is None else prior.flatten(0, 1)[:, None])
         return logits.view(readout.shape[0], readout.shape[1], *size)
 
     def coarse(self, readout: torch.Tensor, q: QueryFeatures, size: tuple[int, int]) -> torch.Tensor:
@@ -185,13 +186,14 @@ class LocalMatchingNetwork(nn.Module):
         matching: str = "local",
         window: int = 15,
         top_k: int | None = None,
+        prior: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Read memory and decode. mem_keys: B, N, Ck, h, w; mem_values: B, N, K, Cv, h, w.
 
         Returns (logits, probs), both B, K+1, H, W with background first.
         """
         readout = memory_readout(q.key, mem_keys, mem_values, matching, window, top_k)
-        object_logits = self.decoder(readout, q, tuple(q.image.shape[-2:]))
+        object_logits = self.decoder(readout, q, tuple(q.image.shape[-2:]), prior)
         return soft_aggregate(object_logits)
 
     def project(self, key: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,10 @@ that pooled each 4x4 cell; on the held-out cines most of the J lost is a one-pix
 edge. This head works at stride 2: each 2x2 cell's four pixels (pixel_unshuffle, so no detail is
 pooled away), MobileNetV2's stride-2 features and the object's current probabilities predict one logit
 residual per pixel. The image part is computed once per frame and shared by every object.
+
+With `refine_prior` (model config v4) it also reads the object's probabilities on the previous frame of
+the pass (the support's mask on the first). A guidewire inside its catheter has no edge of its own: the
+memory, matched at stride 16, cannot place it, but its position a frame ago nearly can.
 """
 
 from __future__ import annotations
@@ -18,19 +22,25 @@ FINE_CHANNELS = 16  # MobileNetV2 features.1 (stride 2)
 
 
 class PixelRefiner(nn.Module):
-    def __init__(self, width: int = 16) -> None:
+    def __init__(self, width: int = 16, prior: bool = False) -> None:
         super().__init__()
         cells = REFINE_FACTOR**2
         self.image_conv = nn.Conv2d(cells, width, 3, padding=1)
         self.fine_conv = nn.Conv2d(FINE_CHANNELS, width, 1)
         self.mask_conv = nn.Conv2d(cells, width, 3, padding=1)
         self.hidden = nn.Conv2d(width, width, 3, padding=1)
+        self.prior_conv: nn.Conv2d | None = None
+        if prior:
+            self.prior_conv = nn.Conv2d(cells, width, 3, padding=1)
+            nn.init.zeros_(self.prior_conv.weight)
+            nn.init.zeros_(self.prior_conv.bias)
         # Zero-initialised: adding the head to a trained model leaves its output unchanged until trained.
         self.out = nn.Conv2d(width, cells, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, logits: torch.Tensor, image: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, image: torch.Tensor, fine: torch.Tensor,
+                prior: torch.Tensor | None = None) -> torch.Tensor:
         # logits: B*K, 1, H, W (object-major within each batch item);  image: B, 1, H, W;
         # fine: B, 16, H/2, W/2  ->  refined logits B*K, 1, H, W
         k = logits.shape[0] // image.shape[0]
@@ -38,6 +48,9 @@ class PixelRefiner(nn.Module):
         context = context.repeat_interleave(k, dim=0)  # B*K: the same order as the decoder's copies
         # Probabilities, not logits, as input: bounded, whatever the decoder's confidence.
         mask = F.pixel_unshuffle(torch.sigmoid(logits), REFINE_FACTOR)  # B*K, 4, H/2, W/2
-        x = F.relu(context + self.mask_conv(mask))
+        x = context + self.mask_conv(mask)
+        if self.prior_conv is not None and prior is not None:  # prior: B*K, 1, H, W previous probabilities
+            x = x + self.prior_conv(F.pixel_unshuffle(prior, REFINE_FACTOR))
+        x = F.relu(x)
         x = F.relu(self.hidden(x))
         return logits + F.pixel_shuffle(self.out(x), REFINE_FACTOR)

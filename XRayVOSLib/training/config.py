@@ -18,6 +18,8 @@ class LossConfig:
     contrastive_temperature: float = 0.1
     consistency: bool = False  # label-free space-time consistency (two-shot student)
     consistency_weight: float = 0.1
+    dice: bool = False  # soft Dice of each object present (MONAI DiceLoss): pulls thin masks towards J
+    dice_weight: float = 1.0
     bootstrap_start: int = 1000
     bootstrap_end: int = 4000
     bootstrap_top_p: float = 0.15
@@ -48,6 +50,7 @@ class TrainConfig:
     detail_head: bool = True
     # Add the stride-2 pixel refiner (model config v3), zeroed on an init checkpoint without one.
     refine_head: bool = False
+    refine_prior: bool = False  # the refiner also reads the previous frame's probabilities (config v4)
     matching: str = "local"
     window: int = 15
     init: str | None = None  # ImageNet MobileNetV2 .pth, or an XRayVOS checkpoint to fine-tune
@@ -62,6 +65,10 @@ class TrainConfig:
     amp: bool = True  # fp16 autocast on CUDA (ignored on CPU)
     augment: str = "weak"
     losses: LossConfig = field(default_factory=LossConfig)
+
+    def __post_init__(self) -> None:
+        if self.refine_prior and not self.refine_head:
+            raise InputError("training config: refine_prior needs refine_head (the prior is read by the pixel refiner)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

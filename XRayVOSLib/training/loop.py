@@ -44,9 +44,11 @@ def build_network(config: TrainConfig) -> tuple[LocalMatchingNetwork, dict[str, 
             network = add_detail_head(network)
         if config.refine_head and not network.config.refine_head:
             network = add_refine_head(network)
+        if config.refine_prior and not network.config.refine_prior:
+            network = add_refine_prior(network)
         return network, {"init": str(init), "init_info": info}
     network = LocalMatchingNetwork(ModelConfig(stride=config.stride or 16, detail_head=config.detail_head,
-                                               refine_head=config.refine_head))
+                                               refine_head=config.refine_head, refine_prior=config.refine_prior))
     if init:
         if not Path(init).is_file():
             raise InputError(f"init weights {init} do not exist")
@@ -84,6 +86,11 @@ def add_detail_head(network: LocalMatchingNetwork) -> LocalMatchingNetwork:
 def add_refine_head(network: LocalMatchingNetwork) -> LocalMatchingNetwork:
     """The same network plus the zero-initialised pixel refiner: identical output until trained."""
     return _add_head(network, "refine_head", "decoder.refine.")
+
+
+def add_refine_prior(network: LocalMatchingNetwork) -> LocalMatchingNetwork:
+    """The same network whose refiner also reads the previous frame (zero-initialised: same output until trained)."""
+    return _add_head(network, "refine_prior", "decoder.refine.prior_conv.")
 
 
 def transfer_to_stride(network: LocalMatchingNetwork, stride: int, detail_head: bool) -> LocalMatchingNetwork:
@@ -168,9 +175,10 @@ class Trainer:
             saved = state.get("config", {})
             raise InputError(
                 f"{self.state_path} does not fit this config's network (saved with stride {saved.get('stride')}, "
-                f"detail_head {saved.get('detail_head', False)}, refine_head {saved.get('refine_head', False)}; this "
-                f"config: stride {self.network.stride}, detail_head {self.network.config.detail_head}, refine_head "
-                f"{self.network.config.refine_head}). Use the run's own config or a new out_dir. ({exc})"
+                f"detail_head {saved.get('detail_head', False)}, refine_head {saved.get('refine_head', False)}, "
+                f"refine_prior {saved.get('refine_prior', False)}; this config: stride {self.network.stride}, "
+                f"detail_head {self.network.config.detail_head}, refine_head {self.network.config.refine_head}, "
+                f"refine_prior {self.network.config.refine_prior}). Use the run's own config or a new out_dir. ({exc})"
             ) from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])

@@ -1,7 +1,8 @@
 """Training losses: STCN's bootstrapped cross-entropy, the object-aware supervised contrastive loss on key
-projections, and the label-free space-time consistency loss of the two-shot student.
+projections, the label-free space-time consistency loss of the two-shot student, and an optional Dice
+term (MONAI's DiceLoss) over the objects present in each frame.
 
-All three are hand-written: MONAI's losses (DiceCE, Focal, ContrastiveLoss for paired SimCLR views) have
+The first three are hand-written: MONAI's losses (DiceCE, Focal, ContrastiveLoss for paired SimCLR views) have
 no top-p pixel bootstrapping, no multi-frame supervised InfoNCE with class-balanced pixel sampling, and no
 cycle/argmax-matching consistency.
 """
@@ -13,6 +14,25 @@ import torch.nn.functional as F
 from torch import nn
 
 IGNORE = -1
+
+
+def object_dice_loss(probs: torch.Tensor, labels: torch.Tensor, num_objects: torch.Tensor) -> torch.Tensor:
+    """Soft Dice of each object present in the frame, averaged: directly the overlap J rewards.
+
+    probs: B, K+1, H, W (background first);  labels: B, H, W (0..K);  num_objects: B.
+    Objects beyond a clip's own count (padding channels) and objects absent from this frame are left out:
+    MONAI's smoothing would score an empty target against any stray probability as a loss of ~1.
+    """
+    from monai.losses import DiceLoss  # MONAI is the field's library for this; imported lazily (heavy)
+
+    k = probs.shape[1] - 1
+    target = F.one_hot(labels.long().clamp(0, k), k + 1).permute(0, 3, 1, 2).to(probs.dtype)  # B, K+1, H, W
+    per_object = DiceLoss(include_background=False, reduction="none")(probs, target).flatten(1)  # B, K
+    ids = torch.arange(1, k + 1, device=probs.device)
+    valid = (ids[None] <= num_objects.to(probs.device)[:, None]) & (target[:, 1:].flatten(2).sum(-1) > 0)
+    if not bool(valid.any()):
+        return probs.sum() * 0.0  # keeps the graph (DDP) when no object is in view
+    return per_object[valid].mean()
 
 
 class BootstrappedCE(nn.Module):

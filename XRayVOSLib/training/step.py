@@ -12,7 +12,7 @@ from torch import nn
 
 from XRayVOSLib.model.network import LocalMatchingNetwork
 from XRayVOSLib.training.config import TrainConfig
-from XRayVOSLib.training.losses import BootstrappedCE, consistency_loss, object_contrastive_loss
+from XRayVOSLib.training.losses import BootstrappedCE, consistency_loss, object_contrastive_loss, object_dice_loss
 
 
 def object_masks(labels: torch.Tensor, num_channels: int) -> torch.Tensor:
@@ -45,13 +45,21 @@ class ClipStep(nn.Module):
         mem_values = [net.encode_value(q0, object_masks(labels[:, 0], k))]
         losses: dict[str, torch.Tensor] = {}
         total = frames.new_zeros(())
+        prior = object_masks(labels[:, 0], k) if net.config.refine_prior else None  # the previous frame's mask
         for i in range(1, t):
             qi = query(i)
-            logits, probs = net.segment(qi, torch.stack(mem_keys, 1), torch.stack(mem_values, 1), cfg.matching, cfg.window)
+            logits, probs = net.segment(qi, torch.stack(mem_keys, 1), torch.stack(mem_values, 1), cfg.matching,
+                                        cfg.window, prior=prior)
+            if prior is not None:
+                prior = probs[:, 1:].detach()
             if lc.cross_entropy:
                 ce, _ = self.ce(logits, labels[:, i].long(), step)
                 losses[f"ce{i}"] = ce
                 total = total + ce
+            if lc.dice:
+                dice = object_dice_loss(probs, labels[:, i], batch["num_objects"])
+                losses[f"dice{i}"] = dice
+                total = total + lc.dice_weight * dice
             if i < t - 1:
                 mem_keys.append(qi.key)
                 mem_values.append(net.encode_value(qi, probs[:, 1:]))
