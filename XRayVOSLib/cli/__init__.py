@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, str] = {
     "bench": "XRayVOSLib.cli.bench_cmd",
     "eval": "XRayVOSLib.cli.eval_cmd",
     "evaluate": "XRayVOSLib.cli.evaluate_cmd",
+    "calibrate": "XRayVOSLib.cli.calibrate_cmd",
     "train": "XRayVOSLib.cli.train_cmd",
     "finetune": "XRayVOSLib.cli.finetune_cmd",
     "info": "XRayVOSLib.cli.info_cmd",

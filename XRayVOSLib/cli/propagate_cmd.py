@@ -149,7 +149,7 @@ def build_method(args: argparse.Namespace) -> tuple[Any, dict]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="no trained XRayVOS model")  # we print our own line
         method = make_method(args.matching, model=args.model, device=args.device, window=args.window,
-                             memory_every=args.memory_every)
+                             memory_every=args.memory_every, object_threshold=args.threshold)
     if args.no_jit:
         method.engine.set_acceleration(False)  # eager: no per-shape tracing warm-up (short cines, debugging)
     source = method.info.get("source", "untrained")
@@ -239,6 +239,7 @@ def _run(args: argparse.Namespace) -> int:
         "matching": args.matching,
         "window": args.window,
         "memory_every": args.memory_every,
+        "object_threshold": getattr(getattr(method, "settings", None), "object_threshold", None),
         "seconds": round(seconds, 3),
         "total_seconds": round(time.perf_counter() - started, 3),  # + reading the cine, loading the model
         "fps": round(predicted / seconds, 3) if seconds > 0 else None,
@@ -282,6 +283,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--window", type=int, default=15, help="local matching window k (default 15)")
     parser.add_argument("--memory-every", type=int, default=6, metavar="R",
                         help="add a predicted frame to memory every R frames (default 6)")
+    parser.add_argument("--threshold", type=float, metavar="T",
+                        help="object probability that beats the background (default: the model's calibrated "
+                             "value from `xrayvos calibrate`, or 0.5)")
     parser.add_argument("--model", metavar="PATH", help="checkpoint (default: the shipped model)")
     parser.add_argument("--no-jit", action="store_true",
                         help="run the network eagerly, without TorchScript tracing (no warm-up, slower per frame)")

@@ -37,6 +37,7 @@ class EngineSettings:
     memory_every: int = 6
     max_keyframes: int = 5
     top_k: int | None = None
+    object_threshold: float = 0.5  # see merge.background_scale; a calibrated model carries its own
 
 
 class InferenceEngine:
@@ -81,7 +82,6 @@ class InferenceEngine:
         probs = aggregate_probabilities(self.accel.decode(readout, q, prior))
         return probs[0, :, : size[0], : size[1]]  # K+1, H, W (background first), padding cropped
 
-    @torch.inference_mode()
     def run(
         self,
         frames: np.ndarray,
@@ -91,6 +91,21 @@ class InferenceEngine:
         cancel=None,
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (frame index, label map) as frames finish; supports first, exactly as given."""
+        for t in sorted(supports):
+            yield t, supports[t]
+        for t, probs in self.run_probabilities(frames, supports, object_ids, progress, cancel):
+            yield t, probabilities_to_labels(probs, object_ids, object_threshold=self.settings.object_threshold)
+
+    @torch.inference_mode()
+    def run_probabilities(
+        self,
+        frames: np.ndarray,
+        supports: Mapping[int, np.ndarray],
+        object_ids: list[int],
+        progress: Callable[[int, int], None] | None = None,
+        cancel=None,
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (frame index, merged probabilities [K+1, H, W] float32) for every frame but the supports."""
         num_frames = len(frames)
         value_range = intensity_range(frames)
         unit = lambda t: to_unit_range(np.asarray(frames[t]), value_range)  # noqa: E731
@@ -105,8 +120,6 @@ class InferenceEngine:
         pending: dict[int, np.ndarray] = {}
         arrived = np.zeros(num_frames, dtype=np.int32)
 
-        for t in sorted(supports):
-            yield t, supports[t]
         memory = MemoryBank(max_keyframes=self.settings.max_keyframes)
         priors: dict[int, torch.Tensor] = {}  # support masks, padded: the first prior of each pass
         with self._autocast():
@@ -145,4 +158,4 @@ class InferenceEngine:
                         continue
                     if t in pending:
                         contribution = contribution + pending.pop(t).astype(np.float32) / 255
-                    yield t, probabilities_to_labels(contribution, object_ids)
+                    yield t, contribution

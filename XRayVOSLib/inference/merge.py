@@ -6,7 +6,8 @@ Rule (documented in README): with supports s_1 < ... < s_n,
   pass from b, blended with linear weights w_a = (b - t) / (b - a), w_b = (t - a) / (b - a): the nearer
   support counts more, and at the midpoint they count equally;
 - the weighted class probabilities are summed and the arg-max class wins (an exact tie goes to the lower
-  channel: background, then objects in id order);
+  channel: background, then objects in id order); the network's background channel may first be scaled
+  down so that an object needs less than half the probability to win (`object_threshold`, see below);
 - support frames themselves are returned exactly as given, never predicted.
 Propagating from a farther support through a nearer one would only repeat information the nearer,
 exact mask already carries, so each frame uses at most the two supports that bracket it.
@@ -80,14 +81,28 @@ def labels_to_onehot(labels: np.ndarray, object_ids: list[int]) -> np.ndarray:
     return onehot
 
 
-def probabilities_to_labels(probs: np.ndarray, object_ids: list[int], dtype=np.uint8) -> np.ndarray:
+def background_scale(object_threshold: float) -> float:
+    """Factor on the background probability so that, for one object, p(object) > object_threshold wins.
+
+    p_obj > s * (1 - p_obj)  <=>  p_obj > s / (1 + s), so s = t / (1 - t); t = 0.5 is the plain arg-max.
+    A threshold below 0.5 suits the J (IoU) measure on thin objects: the expected-F1-optimal threshold of a
+    calibrated classifier is half the F1 it reaches (Lipton, Elkan and Naryanaswamy, 2014).
+    """
+    if not 0.0 < object_threshold < 1.0:
+        raise ValueError(f"object_threshold must lie strictly between 0 and 1, got {object_threshold}")
+    return object_threshold / (1.0 - object_threshold)
+
+
+def probabilities_to_labels(probs: np.ndarray, object_ids: list[int], dtype=np.uint8,
+                            object_threshold: float = 0.5) -> np.ndarray:
     """[K+1, H, W] -> [H, W] label map with the original (possibly non-contiguous) object ids.
 
     Like np.argmax, an exact tie goes to the lower channel (see module docstring). A running maximum over
     channels replaces np.argmax(axis=0), which walks the strided axis: 2 ms instead of 9 ms for [2, 512, 512].
+    Objects compete with each other unscaled; only the background is weighed by `background_scale`.
     """
     labels = np.zeros(probs.shape[1:], dtype=dtype)
-    best = probs[0]
+    best = probs[0] if object_threshold == 0.5 else probs[0] * background_scale(object_threshold)
     for channel, object_id in enumerate(object_ids, start=1):
         wins = probs[channel] > best
         labels[wins] = object_id

@@ -58,8 +58,13 @@ class Propagator:
         max_keyframes: int = 5,
         top_k: int | None = None,
         accelerate: bool | str = "auto",
+        object_threshold: float | None = None,
     ) -> "Propagator":
-        """model: None (the shipped checkpoint), a checkpoint path, or a network object."""
+        """model: None (the shipped checkpoint), a checkpoint path, or a network object.
+
+        object_threshold: the probability an object needs to beat the background (one object); None takes
+        the value the model was calibrated with (`xrayvos calibrate`), or 0.5, the plain arg-max.
+        """
         if matching not in ("local", "global"):
             raise InputError(f"matching must be 'local' or 'global', got {matching!r}")
         if window < 1:
@@ -78,7 +83,11 @@ class Propagator:
             else:
                 network, info = load_checkpoint(path)
                 info = {"trained": True, **info, "source": str(path)}
-        settings = EngineSettings(matching, window, memory_every, max_keyframes, top_k)
+        if object_threshold is None:
+            object_threshold = float(info.get("object_threshold", 0.5))
+        if not 0.0 < object_threshold < 1.0:
+            raise InputError(f"object_threshold must lie strictly between 0 and 1, got {object_threshold}")
+        settings = EngineSettings(matching, window, memory_every, max_keyframes, top_k, object_threshold)
         return cls(network.eval(), info, dev, settings, accelerate)
 
     def iter_propagate(
@@ -86,6 +95,21 @@ class Propagator:
         cancel=None,
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (t, labels[H, W]) as frames finish (supports first, in their original form)."""
+        frames, checked, object_ids = self._checked(frames, supports)
+        originals = {int(t): np.asarray(m) for t, m in supports.items()}
+        for t, labels in self.engine.run(frames, checked, object_ids, progress, cancel):
+            yield t, (originals[t] if t in originals else labels)
+
+    def iter_probabilities(
+        self, frames: np.ndarray, supports: Mapping[int, np.ndarray], cancel=None,
+    ) -> Iterator[tuple[int, np.ndarray, list[int]]]:
+        """Yield (t, probabilities[K+1, H, W], object ids of channels 1..K) for every non-support frame."""
+        frames, checked, object_ids = self._checked(frames, supports)
+        for t, probs in self.engine.run_probabilities(frames, checked, object_ids, cancel=cancel):
+            yield t, probs, object_ids
+
+    @staticmethod
+    def _checked(frames: np.ndarray, supports: Mapping[int, np.ndarray]) -> tuple[Any, dict, list[int]]:
         frames = frames if hasattr(frames, "__getitem__") and hasattr(frames, "shape") else np.asarray(frames)
         if len(frames.shape) != 3:
             check_frames(np.asarray(frames))
@@ -94,9 +118,7 @@ class Propagator:
         if isinstance(frames, np.ndarray):
             check_frames(frames)
         checked, object_ids = check_supports(supports, frames.shape[0], tuple(frames.shape[1:]))
-        originals = {int(t): np.asarray(m) for t, m in supports.items()}
-        for t, labels in self.engine.run(frames, checked, object_ids, progress, cancel):
-            yield t, (originals[t] if t in originals else labels)
+        return frames, checked, object_ids
 
     def propagate(
         self, frames: np.ndarray, supports: Mapping[int, np.ndarray], progress: Callable[[int, int], None] | None = None,

@@ -76,3 +76,23 @@ def load_checkpoint(path: str | Path) -> tuple[LocalMatchingNetwork, dict[str, A
         )
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
     return model.eval(), info
+
+
+def rewrite_info(source: str | Path, target: str | Path, info: dict[str, Any]) -> Path:
+    """Copy a checkpoint's tensors exactly as stored (fp16 stays fp16) under new info metadata.
+
+    Used to record a calibration in a model without touching its weights; target may equal source (the
+    new file is written beside it and renamed over it).
+    """
+    read_metadata(source)  # names a missing or foreign file
+    source, target = Path(source), Path(target)
+    with safe_open(str(source), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    meta["info"] = json.dumps(info)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".partial")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.chmod(0o644)
+    tmp.replace(target)
+    return target

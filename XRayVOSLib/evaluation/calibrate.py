@@ -1,0 +1,120 @@
+"""Pick a model's object threshold on validation cines and record it in the model file.
+
+The network's arg-max draws thin objects slightly too thin: at their edges the object's probability is
+often just below the background's. A lower object threshold (see `merge.background_scale`) trades a few
+false-positive edge pixels for more recovered ones, which raises J. The best value depends on the model,
+so it is measured, not assumed: each video is propagated once, its probabilities on the annotated frames
+are kept, and every candidate threshold is scored on them (N thresholds cost one run, not N).
+
+Use cines that are not your test set: a threshold chosen on the test set flatters the test score.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from XRayVOSLib.errors import InputError
+from XRayVOSLib.evaluation.runner import (
+    LogFn,
+    _resolve_supports,
+    choose_support_frames,
+    list_videos,
+    read_annotations,
+    read_frames,
+)
+from XRayVOSLib.inference.merge import probabilities_to_labels
+from XRayVOSLib.metrics.aggregate import VOID_LABEL, ObjectScores, score_video, summarize
+
+DEFAULT_THRESHOLDS: tuple[float, ...] = (0.25, 0.3, 0.35, 0.4, 0.45, 0.5)
+
+
+def check_thresholds(thresholds: Sequence[float]) -> list[float]:
+    values = sorted({float(t) for t in thresholds})
+    bad = [t for t in values if not 0.0 < t < 1.0 or math.isnan(t)]
+    if not values or bad:
+        raise InputError(f"thresholds must lie strictly between 0 and 1, got {list(thresholds)}")
+    return values
+
+
+def calibrate_threshold(
+    data_root: str | Path,
+    model: str | Path | None = None,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    supports: str | Path | Mapping[str, list[int]] = "first",
+    *,
+    device: str = "auto",
+    matching: str = "local",
+    window: int = 15,
+    memory_every: int = 6,
+    videos: int | None = None,
+    log: LogFn | None = None,
+) -> dict[str, Any]:
+    """Score every threshold on a DAVIS-layout folder; returns {"best", "scores": {t: J/F/J&F}, ...}.
+
+    The best threshold has the highest mean J&F over objects (support frames excluded, as in
+    `evaluate`); a tie goes to the threshold nearest 0.5, the plain arg-max.
+    """
+    from XRayVOSLib.inference.propagator import Propagator
+
+    grid = check_thresholds(thresholds)
+    data_root = Path(data_root)
+    gt_root, frames_root = data_root / "Annotations", data_root / "JPEGImages"
+    names = list_videos(gt_root)[: videos or None]
+    rule = _resolve_supports(supports)
+    log = log or (lambda message: None)
+    propagator = Propagator.load(model, device=device, matching=matching, window=window,
+                                 memory_every=memory_every, object_threshold=0.5)
+    scores: dict[float, list[ObjectScores]] = {t: [] for t in grid}
+    for video in names:
+        frames, gt = read_frames(frames_root / video), read_annotations(gt_root / video)
+        chosen = choose_support_frames(video, list(gt), len(frames), rule)
+        missing = [t for t in chosen if t not in gt]
+        if missing:
+            raise InputError(f"video {video}: support frame(s) {missing} have no annotation to start from")
+        given = {t: np.where(gt[t] == VOID_LABEL, 0, gt[t]) for t in chosen}
+        kept: dict[int, np.ndarray] = {}  # only annotated frames are scored, so only they are kept (fp16)
+        object_ids: list[int] = []
+        for t, probs, object_ids in propagator.iter_probabilities(frames, given):
+            if t in gt:
+                kept[t] = probs.astype(np.float16)
+        for threshold in grid:
+            pred = {t: probabilities_to_labels(p.astype(np.float32), object_ids, object_threshold=threshold)
+                    for t, p in kept.items()}
+            pred.update(given)
+            scores[threshold].extend(score_video(video, pred, gt, chosen))
+        log(f"calibrate {video}: {len(kept)} frames scored at {len(grid)} thresholds")
+    table = {}
+    for threshold in grid:
+        dataset = summarize(scores[threshold])["dataset"]
+        table[threshold] = {k: float(dataset[k]) for k in ("J", "F", "J&F")}
+    if not any(math.isfinite(row["J&F"]) for row in table.values()):
+        raise InputError(f"{data_root}: no annotated non-support frame to score; calibration needs ground truth "
+                         "beyond the support frames")
+    best = max(grid, key=lambda t: (table[t]["J&F"] if math.isfinite(table[t]["J&F"]) else -1.0, -abs(t - 0.5)))
+    return {"best": best, "scores": table, "data": str(data_root), "videos": len(names),
+            "objects": len(scores[grid[0]]), "supports": str(supports) if isinstance(supports, (str, Path))
+            else "mapping", "matching": matching, "window": window, "memory_every": memory_every}
+
+
+def calibrated_info(info: Mapping[str, Any], result: Mapping[str, Any]) -> dict[str, Any]:
+    """The model's info with the chosen threshold and the evidence for it (kept in the file's metadata)."""
+    out = {k: v for k, v in info.items() if k not in ("source",)}
+    out["object_threshold"] = float(result["best"])
+    out["calibration"] = {
+        "data": result["data"], "videos": result["videos"], "objects": result["objects"],
+        "supports": result["supports"], "matching": result["matching"],
+        "J&F": {f"{t:g}": round(row["J&F"], 4) for t, row in result["scores"].items()},
+    }
+    return out
+
+
+def format_scores(result: Mapping[str, Any]) -> str:
+    lines = ["threshold      J      F    J&F"]
+    for t, row in result["scores"].items():
+        mark = "  <- best" if t == result["best"] else ""
+        lines.append(f"{t:9.2f}  {row['J']:.3f}  {row['F']:.3f}  {row['J&F']:.3f}{mark}")
+    return "\n".join(lines)
