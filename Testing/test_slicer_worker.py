@@ -177,3 +177,29 @@ def test_job_json_is_what_the_worker_reads(tmp_path, synthetic_cine):
         assert sorted(archive.files, key=int) == ["0", "11"]
     with pytest.raises(ValueError, match="odd"):
         export.PropagationSettings(window=4).validate()
+
+
+def test_worker_applies_the_object_threshold_and_rejects_a_bad_one(tmp_path, synthetic_cine):
+    """A lower threshold draws the network's objects larger; the supports stay exactly as painted."""
+    areas = {}
+    for threshold in (0.2, 0.8):
+        folder = tmp_path / f"t{threshold}"
+        job = export.write_job(folder, synthetic_cine.frames, {0: synthetic_cine.labels[0]},
+                               export.PropagationSettings(method="local", device="cpu", threshold=threshold))
+        assert json.loads(job.read_text())["threshold"] == threshold
+        worker = WorkerProcess(job)
+        _run_to_end(worker, timeout=120)
+        assert worker.returncode == 0, worker.error_text()
+        labels = export.read_output(job)
+        np.testing.assert_array_equal(labels[0], synthetic_cine.labels[0])
+        areas[threshold] = int((labels[1:] > 0).sum())
+    assert areas[0.2] > areas[0.8] > 0, areas
+
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        export.PropagationSettings(threshold=1.0).validate()
+    job = _job(tmp_path / "bad", synthetic_cine)
+    data = json.loads(job.read_text())
+    job.write_text(json.dumps({**data, "threshold": "high"}))
+    worker = WorkerProcess(job)
+    events = _run_to_end(worker)
+    assert worker.returncode == 2 and "threshold must be null or a number" in events[-1]["message"]

@@ -6,7 +6,8 @@ can kill it outright. The job is a small JSON file written beside its inputs:
     {"frames": "frames.npy",          # [T, H, W] uint8/uint16 frames
      "supports": "supports.npz",      # one array per support frame, keyed by the frame index ("0", "17")
      "output": "labels.npy",          # where the [T, H, W] uint8 label maps go
-     "method": "local", "model": null, "device": "auto", "window": 15, "memory_every": 6}
+     "method": "local", "model": null, "device": "auto", "window": 15, "memory_every": 6,
+     "threshold": null}               # object threshold; null = the model's calibrated one
 
 Relative paths are resolved against the job file's folder. stdout carries one JSON object per line:
 
@@ -43,7 +44,8 @@ from XRayVOSLib.errors import CancelledError, InputError, XRayVOSError
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_CANCELLED = 0, 1, 2, 3
 JOB_VERSION = 1
-DEFAULTS: dict[str, Any] = {"method": "local", "model": None, "device": "auto", "window": 15, "memory_every": 6}
+DEFAULTS: dict[str, Any] = {"method": "local", "model": None, "device": "auto", "window": 15, "memory_every": 6,
+                            "threshold": None}
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -70,6 +72,10 @@ def load_job(path: Path) -> dict[str, Any]:
         out[key] = base / Path(str(job[key]))
     if out.get("model"):
         out["model"] = str(base / Path(str(out["model"])))
+    threshold = out["threshold"]
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                  or not 0.0 < float(threshold) < 1.0):
+        raise InputError(f"{path}: threshold must be null or a number strictly between 0 and 1, got {threshold!r}")
     return out
 
 
@@ -144,7 +150,8 @@ def run(job_path: Path, cancel: threading.Event) -> int:
     from XRayVOSLib.methods import make_method  # after the cheap checks: a network method loads torch here
 
     method = make_method(str(job["method"]), model=job["model"], device=str(job["device"]),
-                         window=int(job["window"]), memory_every=int(job["memory_every"]))
+                         window=int(job["window"]), memory_every=int(job["memory_every"]),
+                         object_threshold=None if job["threshold"] is None else float(job["threshold"]))
     if cancel.is_set():
         raise CancelledError("cancelled before propagation started")
     labels = method.propagate(frames, supports, progress=_Progress(), cancel=cancel)

@@ -29,6 +29,7 @@ class PropagationSettings:
     device: str = "auto"
     window: int = 15
     memory_every: int = 6
+    threshold: float | None = None  # object threshold; None = the model's calibrated one
 
     def validate(self) -> "PropagationSettings":
         if self.method not in METHOD_CHOICES:
@@ -39,6 +40,8 @@ class PropagationSettings:
             raise ValueError(f"window k must be a positive odd number, got {self.window}")
         if int(self.memory_every) < 1:
             raise ValueError(f"keyframe interval r must be >= 1, got {self.memory_every}")
+        if self.threshold is not None and not 0.0 < float(self.threshold) < 1.0:
+            raise ValueError(f"object threshold must lie strictly between 0 and 1, got {self.threshold}")
         if self.model and not Path(self.model).is_file():
             raise ValueError(f"model file {self.model} does not exist")
         return self

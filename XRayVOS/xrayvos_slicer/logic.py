@@ -235,7 +235,8 @@ class XRayVOSLogic:
             labels = export.read_output(run.work_dir / export.JOB_NAME)
             attributes = {"XRayVOS.Method": run.settings.method, "XRayVOS.Model": run.settings.model or "bundled",
                           "XRayVOS.Device": run.settings.device, "XRayVOS.Window": run.settings.window,
-                          "XRayVOS.MemoryEvery": run.settings.memory_every, "XRayVOS.Seconds": run.seconds or ""}
+                          "XRayVOS.MemoryEvery": run.settings.memory_every, "XRayVOS.Seconds": run.seconds or "",
+                          "XRayVOS.Threshold": "" if run.settings.threshold is None else run.settings.threshold}
             run.result = results.write_result(self.scene, run.browser, run.support, labels, run.infos, run.originals,
                                               attributes)
             run.done = run.total
@@ -253,9 +254,12 @@ class XRayVOSLogic:
 
     def propagate(self, cine, support, method: str = "local", model: str | None = None, device: str = "auto",
                   window: int = 15, memory_every: int = 6, timeout: float | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> Any:
-        """Blocking run for scripts; returns the result segmentation sequence or raises with the worker's error."""
-        run = self.start(cine, support, PropagationSettings(method, model, device, window, memory_every))
+                  progress: Callable[[int, int], None] | None = None, threshold: float | None = None) -> Any:
+        """Blocking run for scripts; returns the result segmentation sequence or raises with the worker's error.
+
+        threshold: the object threshold (None: the model's calibrated one; see README, *The object threshold*).
+        """
+        run = self.start(cine, support, PropagationSettings(method, model, device, window, memory_every, threshold))
         deadline = None if timeout is None else time.monotonic() + timeout
         last = -1
         try:
