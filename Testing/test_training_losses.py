@@ -12,6 +12,7 @@ from XRayVOSLib.training.losses import (
     IGNORE,
     BootstrappedCE,
     consistency_loss,
+    contact_weights,
     downsample_labels,
     object_contrastive_loss,
     object_dice_loss,
@@ -233,3 +234,32 @@ def test_object_dice_gradient_raises_the_objects_probability() -> None:
     object_dice_loss(torch.softmax(logits, 1), labels, torch.tensor([1])).backward()
     grad = logits.grad[0, 1, 0]
     assert grad[0] < 0 and grad[1] < 0 and grad[2] > 0 and grad[3] > 0  # descent: up on the object, down off it
+
+
+# ---------------------------------------------------------------- contact weights
+
+
+def test_contact_weights_mark_where_two_objects_meet() -> None:
+    labels = torch.zeros(1, 9, 12, dtype=torch.long)
+    labels[0, 3:6, :] = 1  # a catheter three rows wide...
+    labels[0, 4, 2:10] = 2  # ...with a wire running inside it
+    labels[0, 0, 0] = 1  # a far pixel of the catheter's label with no other object near
+    w = contact_weights(labels, radius=1, weight=4.0)
+    assert w.shape == labels.shape and w.dtype == torch.float32
+    assert torch.all(w[0, 4, 2:10] == 5.0)  # the whole wire touches the catheter
+    assert w[0, 3, 5] == 5.0 and w[0, 3, 0] == 1.0  # catheter beside the wire / beyond its end (> 1 px)
+    assert w[0, 0, 0] == 1.0 and w[0, 7, 5] == 1.0  # isolated object pixel, background
+    assert torch.equal(contact_weights((labels == 1).long(), 1, 4.0), torch.ones_like(w))  # one object only
+
+
+def test_contact_weighted_ce_known_value_and_gradient() -> None:
+    logits, target, per_pixel = _known_ce_case()
+    weight = torch.ones(1, 2, 5)
+    weight[0, 1, 4] = 3.0  # the hardest pixel (CE log(1 + e^3)) counts three times
+    loss, _ = BootstrappedCE(start_warm=100, end_warm=200)(logits, target, step=0, weight=weight)
+    assert float(loss) == pytest.approx((sum(per_pixel) + 2 * per_pixel[-1]) / 10, rel=1e-5)
+    logits = logits.clone().requires_grad_(True)
+    BootstrappedCE(start_warm=100, end_warm=200)(logits, target, step=0, weight=weight)[0].backward()
+    g = logits.grad[0, 1].flatten().tolist()  # d CE / d logit_1 = sigmoid(d) / N, times the weight
+    assert g[9] == pytest.approx(3 * (1 / (1 + math.exp(-3.0))) / 10, rel=1e-5)
+    assert g[8] == pytest.approx((1 / (1 + math.exp(-2.0))) / 10, rel=1e-5)

@@ -20,6 +20,14 @@ class LossConfig:
     consistency_weight: float = 0.1
     dice: bool = False  # soft Dice of each object present (MONAI DiceLoss): pulls thin masks towards J
     dice_weight: float = 1.0
+    # Extra CE weight on pixels where two objects meet (e.g. a guidewire inside a catheter): 0 = off.
+    contact_weight: float = 0.0
+    contact_radius: int = 2
+
+    def __post_init__(self) -> None:
+        if self.contact_weight < 0 or self.contact_radius < 1:
+            raise InputError(f"losses: contact_weight must be >= 0 and contact_radius >= 1, got "
+                             f"{self.contact_weight} and {self.contact_radius}")
     bootstrap_start: int = 1000
     bootstrap_end: int = 4000
     bootstrap_top_p: float = 0.15

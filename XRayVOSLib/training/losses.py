@@ -55,15 +55,35 @@ class BootstrappedCE(nn.Module):
         progress = (step - self.start_warm) / max(1, self.end_warm - self.start_warm)
         return self.top_p + (1.0 - self.top_p) * (1.0 - progress)
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor, step: int) -> tuple[torch.Tensor, float]:
-        # logits: B, C, H, W;  target: B, H, W (0..C-1)  ->  (scalar loss, fraction of pixels used)
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, step: int,
+                weight: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+        # logits: B, C, H, W;  target: B, H, W (0..C-1);  weight: B, H, W per-pixel factor (optional)
+        #   -> (scalar loss, fraction of pixels used)
+        raw = F.cross_entropy(logits, target, reduction="none")  # B, H, W
+        if weight is not None:
+            raw = raw * weight
         if step < self.start_warm:
-            return F.cross_entropy(logits, target), 1.0
+            return raw.mean(), 1.0
         p = self.fraction(step)
-        raw = F.cross_entropy(logits, target, reduction="none").flatten()  # B*H*W
+        raw = raw.flatten()  # B*H*W
         k = max(1, int(raw.numel() * p))
         hardest, _ = torch.topk(raw, k, sorted=False)
         return hardest.mean(), p
+
+
+def contact_weights(labels: torch.Tensor, radius: int, weight: float) -> torch.Tensor:
+    """labels B, H, W (0..K) -> B, H, W: 1 + weight where two different objects lie within `radius` pixels.
+
+    Those pixels decide which object a crossing belongs to (a wire inside a catheter, a stent on a vessel);
+    they are few, so a plain CE barely sees them.
+    """
+    k = int(labels.max().item()) if labels.numel() else 0
+    if k < 2 or weight == 0:
+        return torch.ones(labels.shape, dtype=torch.float32, device=labels.device)
+    objects = F.one_hot(labels.long(), k + 1)[..., 1:].permute(0, 3, 1, 2).float()  # B, K, H, W
+    near = F.max_pool2d(objects, 2 * radius + 1, stride=1, padding=radius)  # object within radius
+    contact = (near.sum(1) >= 2) & (labels > 0)  # an object pixel with another object close by
+    return 1.0 + weight * contact.float()
 
 
 def downsample_labels(labels: torch.Tensor, size: tuple[int, int], min_object_fraction: float = 0.05) -> torch.Tensor:

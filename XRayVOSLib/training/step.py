@@ -12,7 +12,13 @@ from torch import nn
 
 from XRayVOSLib.model.network import LocalMatchingNetwork
 from XRayVOSLib.training.config import TrainConfig
-from XRayVOSLib.training.losses import BootstrappedCE, consistency_loss, object_contrastive_loss, object_dice_loss
+from XRayVOSLib.training.losses import (
+    BootstrappedCE,
+    consistency_loss,
+    contact_weights,
+    object_contrastive_loss,
+    object_dice_loss,
+)
 
 
 def object_masks(labels: torch.Tensor, num_channels: int) -> torch.Tensor:
@@ -53,7 +59,9 @@ class ClipStep(nn.Module):
             if prior is not None:
                 prior = probs[:, 1:].detach()
             if lc.cross_entropy:
-                ce, _ = self.ce(logits, labels[:, i].long(), step)
+                weight = (contact_weights(labels[:, i], lc.contact_radius, lc.contact_weight)
+                          if lc.contact_weight else None)
+                ce, _ = self.ce(logits, labels[:, i].long(), step, weight)
                 losses[f"ce{i}"] = ce
                 total = total + ce
             if lc.dice:
