@@ -138,8 +138,10 @@ def test_shipped_refiner_model_carries_a_trained_prior() -> None:
 def test_committed_training_configs_load_and_chain() -> None:
     """Every stage config in models/ is valid, and each stage that starts from another's output names it."""
     configs = {p.name: TrainConfig.load(p) for p in sorted(MODELS.glob("*_config.json"))}
-    assert {"pretrain_config.json", "refine_config.json", "prior_config.json", "prior2_config.json"} <= set(configs)
+    assert {"pretrain_config.json", "refine_config.json", "prior_config.json", "prior2_config.json",
+            "contact_config.json"} <= set(configs)
     outputs = {f"{c.out_dir}/model.safetensors" for c in configs.values()}
     assert configs["prior_config.json"].init in outputs
     assert configs["prior2_config.json"].init in outputs
     assert configs["prior2_config.json"].refine_prior
+    assert configs["contact_config.json"].init in outputs and configs["contact_config.json"].losses.contact_weight > 0
