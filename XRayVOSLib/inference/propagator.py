@@ -11,6 +11,7 @@ import torch
 
 from XRayVOSLib.errors import CancelledError, InputError, ModelError
 from XRayVOSLib.inference.engine import EngineSettings, InferenceEngine
+from XRayVOSLib.inference.merge import background_scale
 from XRayVOSLib.inference.validate import check_frames, check_supports
 from XRayVOSLib.model.checkpoint import load_checkpoint
 from XRayVOSLib.model.config import ModelConfig
@@ -85,8 +86,10 @@ class Propagator:
                 info = {"trained": True, **info, "source": str(path)}
         if object_threshold is None:
             object_threshold = float(info.get("object_threshold", 0.5))
-        if not 0.0 < object_threshold < 1.0:
-            raise InputError(f"object_threshold must lie strictly between 0 and 1, got {object_threshold}")
+        try:
+            background_scale(object_threshold)  # the one place the valid range is defined
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
         settings = EngineSettings(matching, window, memory_every, max_keyframes, top_k, object_threshold)
         return cls(network.eval(), info, dev, settings, accelerate)
 
