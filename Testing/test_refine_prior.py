@@ -15,7 +15,7 @@ from XRayVOSLib.inference.accelerate import AcceleratedNetwork
 from XRayVOSLib.inference.engine import EngineSettings
 from XRayVOSLib.inference.propagator import Propagator
 from XRayVOSLib.model.checkpoint import load_checkpoint, save_checkpoint
-from XRayVOSLib.model.config import ModelConfig
+from XRayVOSLib.model.config import CONFIG_VERSION, ModelConfig
 from XRayVOSLib.model.network import LocalMatchingNetwork, aggregate_probabilities
 from XRayVOSLib.training.config import TrainConfig
 from XRayVOSLib.training.loop import add_refine_prior, build_network
@@ -54,10 +54,10 @@ def test_adding_the_prior_keeps_a_trained_refiners_output(tmp_path: Path) -> Non
         after = upgraded.segment(q_new, q_new.key[:, None], upgraded.encode_value(q_new, masks)[:, None],
                                  prior=torch.rand(1, 2, 48, 64))[1]
     assert torch.equal(before, after)
-    # From a v3 checkpoint, a training config asking for the prior adds it, and it round-trips as v4.
+    # From a v3 checkpoint, a training config asking for the prior adds it, and it round-trips at the current version.
     path = save_checkpoint(tmp_path / "v3.safetensors", old)
     net, _ = build_network(TrainConfig(init=str(path), refine_head=True, refine_prior=True))
-    assert net.config.refine_prior and net.config.version == 4
+    assert net.config.refine_prior and net.config.version == CONFIG_VERSION
     net.decoder.refine.prior_conv.bias.data.fill_(0.5)
     loaded, _ = load_checkpoint(save_checkpoint(tmp_path / "v4.safetensors", net))
     assert torch.equal(loaded.decoder.refine.prior_conv.bias, net.decoder.refine.prior_conv.bias)

@@ -171,6 +171,13 @@ def test_real_finetune_installs_a_model_that_propagation_uses(ft, logic, two_cas
     assert [c["painted_frames"] for c in card["cases"]] == [[0, 5, 11], [0]]
     assert card["validation"]["frames"] == 1  # painted frame 5 of case A (reviewed frames are not held out)
     assert 0.0 <= card["validation"]["finetuned"] <= 1.0 and 0.0 <= card["validation"]["initial"] <= 1.0
+    # Base and fine-tuned model are scored at one threshold: the fine-tune keeps the bundled model's calibration.
+    from XRayVOSLib.model.checkpoint import read_metadata
+    from XRayVOSLib.model_files import default_model_path
+
+    bundled_threshold = read_metadata(default_model_path())[1]["object_threshold"]
+    assert card["object_threshold"] == card["validation"]["object_threshold"] == bundled_threshold
+    assert read_metadata(path)[1]["object_threshold"] == bundled_threshold
     assert "Validation" in path.with_suffix(".md").read_text()
     entries = ft.available_models()
     assert [e.path for e in entries if not e.bundled] == [path]

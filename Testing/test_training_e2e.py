@@ -17,7 +17,7 @@ from XRayVOSLib.cli import main as cli_main
 from XRayVOSLib.errors import InputError
 from XRayVOSLib.inference.propagator import Propagator
 from XRayVOSLib.io import read_mask_folder
-from XRayVOSLib.model.checkpoint import read_metadata, save_checkpoint
+from XRayVOSLib.model.checkpoint import read_metadata, rewrite_info, save_checkpoint
 from XRayVOSLib.model.network import LocalMatchingNetwork
 from XRayVOSLib.synth import write_davis_dataset
 from XRayVOSLib.training.config import TrainConfig
@@ -75,7 +75,7 @@ def test_training_steps_change_weights_and_resume(davis_root: Path, tmp_path: Pa
     config, info = read_metadata(model_path)
     assert info["trained"] and info["steps"] == 5 and config.stride == 16 and config.detail_head
     # A state saved with the detail head cannot resume under a config without it: the error says why.
-    with pytest.raises(InputError, match="detail_head True"):
+    with pytest.raises(InputError, match="detail_head: saved True, this config False"):
         Trainer(tiny_config(davis_root, tmp_path / "run", steps=6, detail_head=False)).resume()
     prop = Propagator.load(model_path, device="cpu")
     frames = np.asarray(np.random.default_rng(0).integers(0, 255, (4, 64, 64)), dtype=np.uint8)
@@ -99,7 +99,9 @@ def test_pseudo_labels_keep_labelled_frames_exact(davis_root: Path, init_model: 
 def test_finetune_cli_then_propagate(davis_root: Path, init_model: Path, tmp_path: Path, two_shot: bool,
                                      capsys) -> None:
     out = tmp_path / "tuned.safetensors"
-    args = ["finetune", "--data", str(davis_root), "--init", str(init_model), "--out", str(out), "--steps", "2",
+    calibrated = rewrite_info(init_model, tmp_path / "calibrated.safetensors",
+                              {**read_metadata(init_model)[1], "object_threshold": 0.4})
+    args = ["finetune", "--data", str(davis_root), "--init", str(calibrated), "--out", str(out), "--steps", "2",
             "--device", "cpu", "--size", "64", "--batch-size", "2", "--progress-json"]
     assert cli_main(args + (["--two-shot"] if two_shot else [])) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
@@ -108,6 +110,9 @@ def test_finetune_cli_then_propagate(davis_root: Path, init_model: Path, tmp_pat
     assert out.is_file() and not out.with_name(out.name + ".partial").exists()
     prop = Propagator.load(out, device="cpu")
     assert prop.trained
+    # The fine-tune keeps its start's calibrated threshold (it would otherwise fall back to 0.5).
+    assert lines[-1]["object_threshold"] == 0.4 and prop.settings.object_threshold == 0.4
+    assert read_metadata(out)[1]["object_threshold_from"] == str(calibrated)
 
 
 def test_finetune_rejects_folder_without_annotations(tmp_path: Path, init_model: Path) -> None:

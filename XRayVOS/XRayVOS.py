@@ -51,6 +51,7 @@ class XRayVOSParameterNode:
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     window: Annotated[int, WithinRange(1, 63)] = 15
     memoryEvery: Annotated[int, WithinRange(1, 100)] = 6
+    threshold: Annotated[float, WithinRange(0.0, 0.95)] = 0.0  # 0: the model's calibrated object threshold
     modelPath: str = ""  # empty: the model bundled with the extension
 
 
@@ -161,6 +162,7 @@ class XRayVOSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modelComboBox.setCurrentIndex(self.ui.modelComboBox.findData(p.modelPath))
         self.ui.markReviewedButton.enabled = self.ui.markAllReviewedButton.enabled = bool(p and p.supportSegmentation)
         self.ui.windowSpinBox.enabled = self.ui.memoryEverySpinBox.enabled = bool(p) and p.method != "flow"
+        self.ui.thresholdSpinBox.enabled = bool(p) and p.method != "flow"
         self.ui.modelPathLineEdit.enabled = self.ui.deviceComboBox.enabled = bool(p) and p.method != "flow"
         self.ui.modelComboBox.enabled = bool(p) and p.method != "flow"
         self.observeSupport()
@@ -302,7 +304,8 @@ class XRayVOSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.setStatus(_("Cancelled; the support segmentation and any earlier result are unchanged"))
             return
         p = self._parameterNode
-        settings = PropagationSettings(p.method, p.modelPath or None, p.device, p.window, p.memoryEvery)
+        settings = PropagationSettings(p.method, p.modelPath or None, p.device, p.window, p.memoryEvery,
+                                       p.threshold or None)
         try:
             with slicer.util.WaitCursor():
                 self._run = self.logic.start(p.inputCine, p.supportSegmentation, settings)

@@ -49,6 +49,10 @@ class XRayVOSTest(ScriptedLoadableModuleTest):
                 inter = np.logical_and(labels > 0, cine.labels > 0).sum()
                 dice = 2 * inter / ((labels > 0).sum() + (cine.labels > 0).sum())
                 self.assertGreater(dice, 0.6)
+        if "local" in methods:
+            self.delayDisplay("Propagating with an object threshold of 0.3")
+            result = logic.propagate(browser, support, method="local", device="cpu", threshold=0.3, timeout=600)
+            self.assertEqual(float(result.GetAttribute("XRayVOS.Threshold")), 0.3)
         results = [n for n in slicer.util.getNodesByClass("vtkMRMLSequenceNode")
                    if n.GetAttribute("XRayVOS.Role") == "result"]
         self.assertEqual(len(results), 1, "a re-run must replace the earlier result")

@@ -300,7 +300,9 @@ class FinetuneLogic:
             "cases": run.case_summaries, "data_dir": str(plan.data_dir) if plan.data_dir else None,
             "validation": {"initial": (validation.get("initial") or {}).get("j_and_f"),
                            "finetuned": (validation.get("finetuned") or {}).get("j_and_f"),
-                           "frames": (validation.get("finetuned") or {}).get("frames", 0)},
+                           "frames": (validation.get("finetuned") or {}).get("frames", 0),
+                           "object_threshold": (validation.get("finetuned") or {}).get("object_threshold")},
+            "object_threshold": report.get("object_threshold"),  # kept from the base model (None: 0.5)
         }
 
 

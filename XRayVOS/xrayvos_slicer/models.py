@@ -137,7 +137,8 @@ def card_markdown(card: Mapping[str, Any]) -> str:
     lines += ["", "## Validation (J&F on held-out annotated frames)", ""]
     if validation.get("frames"):
         lines.append(f"- Base model: {validation.get('initial')}; fine-tuned: {validation.get('finetuned')} "
-                     f"({validation.get('frames')} frames)")
+                     f"({validation.get('frames')} frames, both at object threshold "
+                     f"{validation.get('object_threshold') or 0.5})")
     else:
         lines.append("- No held-out annotated frames (a case needs 3 or more labelled frames to hold one out).")
     return "\n".join(lines) + "\n"

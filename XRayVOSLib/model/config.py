@@ -8,7 +8,8 @@ from typing import Any
 from XRayVOSLib.errors import ModelError
 
 ARCHITECTURE = "xrayvos-lmn-mbv2"
-CONFIG_VERSION = 4  # 2 added `detail_head`, 3 `refine_head`, 4 `refine_prior`; older checkpoints load with them off
+CONFIG_VERSION = 5  # 2 added `detail_head`, 3 `refine_head`, 4 `refine_prior`, 5 `refine_blocks`; older
+# checkpoints load with them off
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class ModelConfig:
     # The refiner also reads the previous frame's final probabilities (see model.refine): thin devices
     # hidden inside another object (a guidewire in its catheter) have no edge of their own to refine.
     refine_prior: bool = False
+    # Dilated residual blocks in the refiner (see model.refine): a wider view along thin devices.
+    refine_blocks: int = 0
     # Grey X-ray intensity in [0, 1] is normalised with the mean/std of ImageNet's three channels.
     norm_mean: float = 0.449
     norm_std: float = 0.226
@@ -38,6 +41,8 @@ class ModelConfig:
             raise ModelError(f"matching stride must be 8 or 16, got {self.stride}")
         if self.refine_prior and not self.refine_head:
             raise ModelError("refine_prior needs refine_head: the prior is read by the pixel refiner")
+        if self.refine_blocks < 0 or (self.refine_blocks and not self.refine_head):
+            raise ModelError(f"refine_blocks ({self.refine_blocks}) must be >= 0, and > 0 only with refine_head")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -64,6 +69,8 @@ class ModelConfig:
             values.setdefault("refine_head", False)
         if int(values.get("version", CONFIG_VERSION)) < 4:
             values.setdefault("refine_prior", False)
+        if int(values.get("version", CONFIG_VERSION)) < 5:
+            values.setdefault("refine_blocks", 0)
         for name in ("mask_encoder_channels", "decoder_channels"):
             if name in values:
                 values[name] = tuple(int(v) for v in values[name])

@@ -102,7 +102,8 @@ class Decoder(nn.Module):
             self.detail = nn.Conv2d(c2, DETAIL_FACTOR**2, 3, padding=1)
             nn.init.zeros_(self.detail.weight)
             nn.init.zeros_(self.detail.bias)
-        self.refine = PixelRefiner(prior=config.refine_prior) if config.refine_head else None
+        self.refine = (PixelRefiner(prior=config.refine_prior, blocks=config.refine_blocks)
+                       if config.refine_head else None)
 
     def forward(self, readout: torch.Tensor, q: QueryFeatures, size: tuple[int, int],
                 prior: torch.Tensor | None = None) -> torch.Tensor:

@@ -59,6 +59,8 @@ class TrainConfig:
     # Add the stride-2 pixel refiner (model config v3), zeroed on an init checkpoint without one.
     refine_head: bool = False
     refine_prior: bool = False  # the refiner also reads the previous frame's probabilities (config v4)
+    # Dilated residual blocks in the refiner (config v5); an init checkpoint with fewer gets the rest, zeroed.
+    refine_blocks: int = 0
     matching: str = "local"
     window: int = 15
     init: str | None = None  # ImageNet MobileNetV2 .pth, or an XRayVOS checkpoint to fine-tune
@@ -77,6 +79,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.refine_prior and not self.refine_head:
             raise InputError("training config: refine_prior needs refine_head (the prior is read by the pixel refiner)")
+        if self.refine_blocks < 0 or (self.refine_blocks and not self.refine_head):
+            raise InputError(f"training config: refine_blocks ({self.refine_blocks}) must be >= 0, and > 0 only "
+                             "with refine_head (the blocks are part of the pixel refiner)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

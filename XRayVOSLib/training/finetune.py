@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from XRayVOSLib.errors import InputError
+from XRayVOSLib.model.checkpoint import read_metadata, rewrite_info
 from XRayVOSLib.training.config import LossConfig, TrainConfig
 from XRayVOSLib.training.loop import StepCallback, run_training
 
@@ -118,10 +119,15 @@ def finetune(
             model = run_training(student_cfg, on_step=student_step, cancel=cancel, show_progress=show_progress)
             report.update(teacher_steps=teacher_steps, student_steps=student_steps)
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_path.with_name(out_path.name + ".partial")
-        shutil.copyfile(model, tmp)
-        tmp.replace(out_path)
-        return out_path, report
+        # A short fine-tune stays close to its start, so it keeps the start's calibrated object threshold
+        # (not 0.5): the site's model then behaves like the one it replaces, and the validation compares
+        # both at one threshold. `xrayvos calibrate` recalibrates it.
+        _, info = read_metadata(model)
+        threshold = read_metadata(init)[1].get("object_threshold")
+        if threshold is not None:
+            info = {**info, "object_threshold": float(threshold), "object_threshold_from": str(init)}
+        report["object_threshold"] = threshold
+        return rewrite_info(model, out_path, info), report  # written beside out_path, then renamed over it
     finally:
         if own_work:
             shutil.rmtree(work, ignore_errors=True)

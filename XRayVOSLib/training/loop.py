@@ -46,9 +46,12 @@ def build_network(config: TrainConfig) -> tuple[LocalMatchingNetwork, dict[str, 
             network = add_refine_head(network)
         if config.refine_prior and not network.config.refine_prior:
             network = add_refine_prior(network)
+        if config.refine_blocks > network.config.refine_blocks:
+            network = add_refine_blocks(network, config.refine_blocks)
         return network, {"init": str(init), "init_info": info}
     network = LocalMatchingNetwork(ModelConfig(stride=config.stride or 16, detail_head=config.detail_head,
-                                               refine_head=config.refine_head, refine_prior=config.refine_prior))
+                                               refine_head=config.refine_head, refine_prior=config.refine_prior,
+                                               refine_blocks=config.refine_blocks))
     if init:
         if not Path(init).is_file():
             raise InputError(f"init weights {init} do not exist")
@@ -70,11 +73,12 @@ def _rebuild(network: LocalMatchingNetwork, **changes: Any) -> tuple[LocalMatchi
     return target.train(network.training), sorted(set(own) - set(fitting)), sorted(set(given) - set(fitting))
 
 
-def _add_head(network: LocalMatchingNetwork, flag: str, prefix: str) -> LocalMatchingNetwork:
-    """The same network with config `flag` on: only the (zero-initialised) layers under `prefix` are new."""
-    upgraded, fresh, dropped = _rebuild(network, **{flag: True})
+def _add_head(network: LocalMatchingNetwork, flag: str, prefix: str, value: Any = True) -> LocalMatchingNetwork:
+    """The same network with config `flag` set to `value`: only the (zero-initialised) layers under `prefix`
+    are new."""
+    upgraded, fresh, dropped = _rebuild(network, **{flag: value})
     if dropped or any(not k.startswith(prefix) for k in fresh):
-        raise InputError(f"cannot turn on {flag}: missing {fresh}, unexpected {dropped}")
+        raise InputError(f"cannot set {flag} to {value}: missing {fresh}, unexpected {dropped}")
     return upgraded
 
 
@@ -91,6 +95,11 @@ def add_refine_head(network: LocalMatchingNetwork) -> LocalMatchingNetwork:
 def add_refine_prior(network: LocalMatchingNetwork) -> LocalMatchingNetwork:
     """The same network whose refiner also reads the previous frame (zero-initialised: same output until trained)."""
     return _add_head(network, "refine_prior", "decoder.refine.prior_conv.")
+
+
+def add_refine_blocks(network: LocalMatchingNetwork, blocks: int) -> LocalMatchingNetwork:
+    """The same network with `blocks` dilated refiner blocks, the new ones identity blocks: same output until trained."""
+    return _add_head(network, "refine_blocks", "decoder.refine.blocks.", blocks)
 
 
 def transfer_to_stride(network: LocalMatchingNetwork, stride: int, detail_head: bool) -> LocalMatchingNetwork:
@@ -172,13 +181,13 @@ class Trainer:
         try:
             self.network.load_state_dict(state["model"])
         except RuntimeError as exc:
-            saved = state.get("config", {})
+            # The saved training config names the architecture switches it asked for (None: the init's).
+            saved, own = state.get("config", {}), self.network.config.to_dict()
+            differing = ", ".join(f"{k}: saved {saved[k]}, this config {own[k]}" for k in own
+                                  if saved.get(k) is not None and k != "version" and saved[k] != own[k])
             raise InputError(
-                f"{self.state_path} does not fit this config's network (saved with stride {saved.get('stride')}, "
-                f"detail_head {saved.get('detail_head', False)}, refine_head {saved.get('refine_head', False)}, "
-                f"refine_prior {saved.get('refine_prior', False)}; this config: stride {self.network.stride}, "
-                f"detail_head {self.network.config.detail_head}, refine_head {self.network.config.refine_head}, "
-                f"refine_prior {self.network.config.refine_prior}). Use the run's own config or a new out_dir. ({exc})"
+                f"{self.state_path} does not fit this config's network ({differing or 'same architecture fields'}). "
+                f"Use the run's own config or a new out_dir. ({exc})"
             ) from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])

@@ -61,7 +61,7 @@ def validation_jf(model_path: str | Path, data_root: str | Path, val_root: str |
         frames_scored += len(gt)
     mean = mean_finite(scores)
     return {"j_and_f": round(mean, 4) if np.isfinite(mean) else None, "frames": frames_scored,
-            "videos": len(held_out)}
+            "videos": len(held_out), "object_threshold": propagator.settings.object_threshold}
 
 
 __all__ = ["held_out_videos", "validation_jf"]
