@@ -3,7 +3,8 @@
 Frames are fetched one at a time (a lazy Cine works), padded to a multiple of 16, and each frame's result
 is released as soon as every pass that covers it has run. Between two supports the first pass's
 probabilities wait, quantised to uint8, for the second: that is the only per-frame state kept (besides,
-for a model with `refine_prior`, the last frame's probabilities, which the refiner reads on the next).
+for a model with `refine_prior`, the last frame's probabilities, which the refiner reads on the next,
+warped onto it by optical flow when the model has `prior_warp`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from XRayVOSLib.errors import CancelledError
 from XRayVOSLib.inference.accelerate import AcceleratedNetwork
 from XRayVOSLib.inference.memory import MemoryBank
 from XRayVOSLib.inference.merge import labels_to_onehot, plan_passes, probabilities_to_labels, support_weight
+from XRayVOSLib.inference.warp import FlowEstimator, warp_prior
 from XRayVOSLib.model.matching import memory_readout
 from XRayVOSLib.model.network import LocalMatchingNetwork, QueryFeatures, aggregate_probabilities
 from XRayVOSLib.model.normalize import intensity_range, to_unit_range
@@ -82,6 +84,13 @@ class InferenceEngine:
         probs = aggregate_probabilities(self.accel.decode(readout, q, prior))
         return probs[0, :, : size[0], : size[1]]  # K+1, H, W (background first), padding cropped
 
+    @staticmethod
+    def _aligned(prior: torch.Tensor, flow: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+        """The padded prior (1, K, H', W') warped by `flow` (H, W, 2) on the unpadded frame; padding stays 0."""
+        h, w = size
+        warped = warp_prior(prior[..., :h, :w].float(), torch.from_numpy(flow)[None]).to(prior.dtype)
+        return F.pad(warped, (0, prior.shape[-1] - w, 0, prior.shape[-2] - h))
+
     def run(
         self,
         frames: np.ndarray,
@@ -134,13 +143,19 @@ class InferenceEngine:
                 memory.add(t, q.key[0], value[0], is_support=True)
             done = 0
             use_prior = self.network.config.refine_prior
+            flow = FlowEstimator() if self.network.config.prior_warp else None
             for p in passes:
                 memory.clear_keyframes()
                 prior = priors.get(p.source) if use_prior else None
+                previous = unit(p.source) if flow is not None else None
                 for step, t in enumerate(p.targets, start=1):
                     if cancel is not None and cancel.is_set():
                         raise CancelledError(f"propagation cancelled at frame {t}")
-                    q = self._encode(unit(t))
+                    current = unit(t)
+                    q = self._encode(current)
+                    if flow is not None and prior is not None:
+                        prior = self._aligned(prior, flow(current, previous), size)
+                        previous = current
                     probs = self._segment(q, memory, size, prior)
                     if use_prior:
                         prior = F.pad(probs[None, 1:], (0, q.image.shape[-1] - size[1], 0, q.image.shape[-2] - size[0]))

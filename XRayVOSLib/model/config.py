@@ -8,8 +8,8 @@ from typing import Any
 from XRayVOSLib.errors import ModelError
 
 ARCHITECTURE = "xrayvos-lmn-mbv2"
-CONFIG_VERSION = 5  # 2 added `detail_head`, 3 `refine_head`, 4 `refine_prior`, 5 `refine_blocks`; older
-# checkpoints load with them off
+CONFIG_VERSION = 5  # 2 added `detail_head`, 3 `refine_head`, 4 `refine_prior`, 5 `refine_blocks` and
+# `prior_warp`; older checkpoints load with them off
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,9 @@ class ModelConfig:
     refine_prior: bool = False
     # Dilated residual blocks in the refiner (see model.refine): a wider view along thin devices.
     refine_blocks: int = 0
+    # The prior is the previous frame's probabilities warped onto the current frame by optical flow
+    # (see inference.warp); a model trained on aligned priors must be given aligned priors.
+    prior_warp: bool = False
     # Grey X-ray intensity in [0, 1] is normalised with the mean/std of ImageNet's three channels.
     norm_mean: float = 0.449
     norm_std: float = 0.226
@@ -43,6 +46,8 @@ class ModelConfig:
             raise ModelError("refine_prior needs refine_head: the prior is read by the pixel refiner")
         if self.refine_blocks < 0 or (self.refine_blocks and not self.refine_head):
             raise ModelError(f"refine_blocks ({self.refine_blocks}) must be >= 0, and > 0 only with refine_head")
+        if self.prior_warp and not self.refine_prior:
+            raise ModelError("prior_warp needs refine_prior: it aligns the prior that the refiner reads")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -71,6 +76,7 @@ class ModelConfig:
             values.setdefault("refine_prior", False)
         if int(values.get("version", CONFIG_VERSION)) < 5:
             values.setdefault("refine_blocks", 0)
+            values.setdefault("prior_warp", False)
         for name in ("mask_encoder_channels", "decoder_channels"):
             if name in values:
                 values[name] = tuple(int(v) for v in values[name])

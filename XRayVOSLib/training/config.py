@@ -61,6 +61,7 @@ class TrainConfig:
     refine_prior: bool = False  # the refiner also reads the previous frame's probabilities (config v4)
     # Dilated residual blocks in the refiner (config v5); an init checkpoint with fewer gets the rest, zeroed.
     refine_blocks: int = 0
+    prior_warp: bool = False  # the prior is warped onto each frame by optical flow (config v5; no new weights)
     matching: str = "local"
     window: int = 15
     init: str | None = None  # ImageNet MobileNetV2 .pth, or an XRayVOS checkpoint to fine-tune
@@ -82,6 +83,8 @@ class TrainConfig:
         if self.refine_blocks < 0 or (self.refine_blocks and not self.refine_head):
             raise InputError(f"training config: refine_blocks ({self.refine_blocks}) must be >= 0, and > 0 only "
                              "with refine_head (the blocks are part of the pixel refiner)")
+        if self.prior_warp and not self.refine_prior:
+            raise InputError("training config: prior_warp needs refine_prior (it aligns the refiner's prior)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -48,10 +48,12 @@ def build_network(config: TrainConfig) -> tuple[LocalMatchingNetwork, dict[str, 
             network = add_refine_prior(network)
         if config.refine_blocks > network.config.refine_blocks:
             network = add_refine_blocks(network, config.refine_blocks)
+        if config.prior_warp and not network.config.prior_warp:
+            network = _add_head(network, "prior_warp", "decoder.refine.")  # no new weights: only how the prior is fed
         return network, {"init": str(init), "init_info": info}
     network = LocalMatchingNetwork(ModelConfig(stride=config.stride or 16, detail_head=config.detail_head,
                                                refine_head=config.refine_head, refine_prior=config.refine_prior,
-                                               refine_blocks=config.refine_blocks))
+                                               refine_blocks=config.refine_blocks, prior_warp=config.prior_warp))
     if init:
         if not Path(init).is_file():
             raise InputError(f"init weights {init} do not exist")

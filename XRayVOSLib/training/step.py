@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from XRayVOSLib.inference.warp import FlowEstimator, warp_clip_prior
 from XRayVOSLib.model.network import LocalMatchingNetwork
 from XRayVOSLib.training.config import TrainConfig
 from XRayVOSLib.training.losses import (
@@ -33,6 +34,7 @@ class ClipStep(nn.Module):
         self.config = config
         lc = config.losses
         self.ce = BootstrappedCE(lc.bootstrap_start, lc.bootstrap_end, lc.bootstrap_top_p)
+        self.flow = FlowEstimator() if network.config.prior_warp else None
 
     def forward(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         cfg, lc, net = self.config, self.config.losses, self.network
@@ -54,6 +56,8 @@ class ClipStep(nn.Module):
         prior = object_masks(labels[:, 0], k) if net.config.refine_prior else None  # the previous frame's mask
         for i in range(1, t):
             qi = query(i)
+            if prior is not None and self.flow is not None:  # aligned to frame i, as the engine does
+                prior = warp_clip_prior(prior, frames[:, i], frames[:, i - 1], self.flow)
             logits, probs = net.segment(qi, torch.stack(mem_keys, 1), torch.stack(mem_values, 1), cfg.matching,
                                         cfg.window, prior=prior)
             if prior is not None:
