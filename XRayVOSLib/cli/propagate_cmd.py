@@ -149,7 +149,8 @@ def build_method(args: argparse.Namespace) -> tuple[Any, dict]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="no trained XRayVOS model")  # we print our own line
         method = make_method(args.matching, model=args.model, device=args.device, window=args.window,
-                             memory_every=args.memory_every, object_threshold=args.threshold)
+                             memory_every=args.memory_every, object_threshold=args.threshold,
+                             flip_average=args.flip_average)
     if args.no_jit:
         method.engine.set_acceleration(False)  # eager: no per-shape tracing warm-up (short cines, debugging)
     source = method.info.get("source", "untrained")
@@ -286,6 +287,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threshold", type=float, metavar="T",
                         help="object probability that beats the background (default: the model's calibrated "
                              "value from `xrayvos calibrate`, or 0.5)")
+    parser.add_argument("--flip-average", action="store_true",
+                        help="also propagate the left-right mirrored cine and average (network methods; twice the time)")
     parser.add_argument("--model", metavar="PATH", help="checkpoint (default: the shipped model)")
     parser.add_argument("--no-jit", action="store_true",
                         help="run the network eagerly, without TorchScript tracing (no warm-up, slower per frame)")

@@ -60,11 +60,13 @@ class Propagator:
         top_k: int | None = None,
         accelerate: bool | str = "auto",
         object_threshold: float | None = None,
+        flip_average: bool = False,
     ) -> "Propagator":
         """model: None (the shipped checkpoint), a checkpoint path, or a network object.
 
         object_threshold: the probability an object needs to beat the background (one object); None takes
         the value the model was calibrated with (`xrayvos calibrate`), or 0.5, the plain arg-max.
+        flip_average: also propagate the left-right mirrored cine and average (twice the time).
         """
         if matching not in ("local", "global"):
             raise InputError(f"matching must be 'local' or 'global', got {matching!r}")
@@ -90,7 +92,7 @@ class Propagator:
             background_scale(object_threshold)  # the one place the valid range is defined
         except ValueError as exc:
             raise InputError(str(exc)) from None
-        settings = EngineSettings(matching, window, memory_every, max_keyframes, top_k, object_threshold)
+        settings = EngineSettings(matching, window, memory_every, max_keyframes, top_k, object_threshold, flip_average)
         return cls(network.eval(), info, dev, settings, accelerate)
 
     def iter_propagate(
