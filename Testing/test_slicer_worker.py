@@ -203,3 +203,26 @@ def test_worker_applies_the_object_threshold_and_rejects_a_bad_one(tmp_path, syn
     worker = WorkerProcess(job)
     events = _run_to_end(worker)
     assert worker.returncode == 2 and "threshold must be null or a number" in events[-1]["message"]
+
+
+def test_worker_flip_average_runs_both_streams_and_rejects_a_non_boolean(tmp_path, synthetic_cine):
+    """flip_average doubles the reported steps, keeps the supports and changes the network's result."""
+    outputs, totals = {}, {}
+    for flip in (False, True):
+        job = export.write_job(tmp_path / f"flip{flip}", synthetic_cine.frames, {0: synthetic_cine.labels[0]},
+                               export.PropagationSettings(method="local", device="cpu", flip_average=flip))
+        assert json.loads(job.read_text())["flip_average"] is flip
+        worker = WorkerProcess(job)
+        events = _run_to_end(worker, timeout=180)
+        assert worker.returncode == 0, worker.error_text()
+        totals[flip] = [e["total"] for e in events if e["event"] == "progress"][-1]
+        outputs[flip] = export.read_output(job)
+        np.testing.assert_array_equal(outputs[flip][0], synthetic_cine.labels[0])
+    assert totals[True] == 2 * totals[False]
+    assert not np.array_equal(outputs[True], outputs[False])
+
+    job = _job(tmp_path / "bad", synthetic_cine)
+    job.write_text(json.dumps({**json.loads(job.read_text()), "flip_average": "yes"}))
+    worker = WorkerProcess(job)
+    events = _run_to_end(worker)
+    assert worker.returncode == 2 and "flip_average must be true or false" in events[-1]["message"]

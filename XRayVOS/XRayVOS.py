@@ -52,6 +52,7 @@ class XRayVOSParameterNode:
     window: Annotated[int, WithinRange(1, 63)] = 15
     memoryEvery: Annotated[int, WithinRange(1, 100)] = 6
     threshold: Annotated[float, WithinRange(0.0, 0.95)] = 0.0  # 0: the model's calibrated object threshold
+    flipAverage: bool = False
     modelPath: str = ""  # empty: the model bundled with the extension
 
 
@@ -162,7 +163,7 @@ class XRayVOSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modelComboBox.setCurrentIndex(self.ui.modelComboBox.findData(p.modelPath))
         self.ui.markReviewedButton.enabled = self.ui.markAllReviewedButton.enabled = bool(p and p.supportSegmentation)
         self.ui.windowSpinBox.enabled = self.ui.memoryEverySpinBox.enabled = bool(p) and p.method != "flow"
-        self.ui.thresholdSpinBox.enabled = bool(p) and p.method != "flow"
+        self.ui.thresholdSpinBox.enabled = self.ui.flipAverageCheckBox.enabled = bool(p) and p.method != "flow"
         self.ui.modelPathLineEdit.enabled = self.ui.deviceComboBox.enabled = bool(p) and p.method != "flow"
         self.ui.modelComboBox.enabled = bool(p) and p.method != "flow"
         self.observeSupport()
@@ -305,7 +306,7 @@ class XRayVOSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         p = self._parameterNode
         settings = PropagationSettings(p.method, p.modelPath or None, p.device, p.window, p.memoryEvery,
-                                       p.threshold or None)
+                                       p.threshold or None, p.flipAverage)
         try:
             with slicer.util.WaitCursor():
                 self._run = self.logic.start(p.inputCine, p.supportSegmentation, settings)

@@ -7,7 +7,8 @@ can kill it outright. The job is a small JSON file written beside its inputs:
      "supports": "supports.npz",      # one array per support frame, keyed by the frame index ("0", "17")
      "output": "labels.npy",          # where the [T, H, W] uint8 label maps go
      "method": "local", "model": null, "device": "auto", "window": 15, "memory_every": 6,
-     "threshold": null}               # object threshold; null = the model's calibrated one
+     "threshold": null,               # object threshold; null = the model's calibrated one
+     "flip_average": false}           # also run the mirrored cine and average (twice the time)
 
 Relative paths are resolved against the job file's folder. stdout carries one JSON object per line:
 
@@ -45,7 +46,7 @@ from XRayVOSLib.errors import CancelledError, InputError, XRayVOSError
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_CANCELLED = 0, 1, 2, 3
 JOB_VERSION = 1
 DEFAULTS: dict[str, Any] = {"method": "local", "model": None, "device": "auto", "window": 15, "memory_every": 6,
-                            "threshold": None}
+                            "threshold": None, "flip_average": False}
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -76,6 +77,8 @@ def load_job(path: Path) -> dict[str, Any]:
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
                                   or not 0.0 < float(threshold) < 1.0):
         raise InputError(f"{path}: threshold must be null or a number strictly between 0 and 1, got {threshold!r}")
+    if not isinstance(out["flip_average"], bool):
+        raise InputError(f"{path}: flip_average must be true or false, got {out['flip_average']!r}")
     return out
 
 
@@ -151,7 +154,8 @@ def run(job_path: Path, cancel: threading.Event) -> int:
 
     method = make_method(str(job["method"]), model=job["model"], device=str(job["device"]),
                          window=int(job["window"]), memory_every=int(job["memory_every"]),
-                         object_threshold=None if job["threshold"] is None else float(job["threshold"]))
+                         object_threshold=None if job["threshold"] is None else float(job["threshold"]),
+                         flip_average=job["flip_average"])
     if cancel.is_set():
         raise CancelledError("cancelled before propagation started")
     labels = method.propagate(frames, supports, progress=_Progress(), cancel=cancel)

@@ -30,6 +30,7 @@ class PropagationSettings:
     window: int = 15
     memory_every: int = 6
     threshold: float | None = None  # object threshold; None = the model's calibrated one
+    flip_average: bool = False  # also propagate the mirrored cine and average (twice the time)
 
     def validate(self) -> "PropagationSettings":
         if self.method not in METHOD_CHOICES:

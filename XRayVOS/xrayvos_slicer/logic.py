@@ -236,7 +236,8 @@ class XRayVOSLogic:
             attributes = {"XRayVOS.Method": run.settings.method, "XRayVOS.Model": run.settings.model or "bundled",
                           "XRayVOS.Device": run.settings.device, "XRayVOS.Window": run.settings.window,
                           "XRayVOS.MemoryEvery": run.settings.memory_every, "XRayVOS.Seconds": run.seconds or "",
-                          "XRayVOS.Threshold": "" if run.settings.threshold is None else run.settings.threshold}
+                          "XRayVOS.Threshold": "" if run.settings.threshold is None else run.settings.threshold,
+                          "XRayVOS.FlipAverage": int(run.settings.flip_average)}
             run.result = results.write_result(self.scene, run.browser, run.support, labels, run.infos, run.originals,
                                               attributes)
             run.done = run.total
@@ -254,12 +255,15 @@ class XRayVOSLogic:
 
     def propagate(self, cine, support, method: str = "local", model: str | None = None, device: str = "auto",
                   window: int = 15, memory_every: int = 6, timeout: float | None = None,
-                  progress: Callable[[int, int], None] | None = None, threshold: float | None = None) -> Any:
+                  progress: Callable[[int, int], None] | None = None, threshold: float | None = None,
+                  flip_average: bool = False) -> Any:
         """Blocking run for scripts; returns the result segmentation sequence or raises with the worker's error.
 
         threshold: the object threshold (None: the model's calibrated one; see README, *The object threshold*).
+        flip_average: also propagate the left-right mirrored cine and average (twice the time).
         """
-        run = self.start(cine, support, PropagationSettings(method, model, device, window, memory_every, threshold))
+        run = self.start(cine, support, PropagationSettings(method, model, device, window, memory_every, threshold,
+                                                            flip_average))
         deadline = None if timeout is None else time.monotonic() + timeout
         last = -1
         try:
