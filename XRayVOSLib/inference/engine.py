@@ -121,8 +121,8 @@ class InferenceEngine:
         if not self.settings.flip_average:
             yield from self._run_passes(frames, supports, object_ids, progress, cancel, mirrored=False)
             return
-        # Both streams release frames in the same order (one pass plan), so they are zipped frame by frame
-        # and no more than one frame per stream is held.
+        # Both streams release frames in the same order (one pass plan), so they are zipped frame by frame:
+        # each holds only what a plain run holds (a lazy cine's frames are read once per stream).
         done = [0, 0]
 
         def report(stream: int) -> Callable[[int, int], None] | None:
