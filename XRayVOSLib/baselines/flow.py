@@ -46,16 +46,24 @@ def to_uint8(frames: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.nda
     return np.clip(scaled, 0, 255).astype(np.uint8)
 
 
+def create_dis(preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, finest_scale: int | None = 0) -> cv2.DISOpticalFlow:
+    """A DIS flow solver. The MEDIUM preset stops at half resolution (finest scale 1), where 1-3 px guidewires
+    and vessels blur into the background; solving down to full resolution (0) raised mean J on synthetic
+    cines from 0.54 to 0.63 (copy: 0.53) for ~3x the time (about 70 ms per 512x512 frame). None keeps the
+    preset's own finest scale. One solver per cine: the object keeps state between calls."""
+    dis = cv2.DISOpticalFlow_create(preset)
+    if finest_scale is not None:
+        dis.setFinestScale(finest_scale)
+    return dis
+
+
 class FlowPropagator:
     """Propagation method with the shared `propagate` signature (see XRayVOSLib.methods)."""
 
     name = "flow"
 
     def __init__(self, preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, finest_scale: int | None = 0) -> None:
-        # The MEDIUM preset stops at half resolution (finest scale 1), where 1-3 px guidewires and
-        # vessels blur into the background; solving down to full resolution raised mean J on synthetic
-        # cines from 0.54 to 0.63 (copy: 0.53) for ~3x the time (about 70 ms per 512x512 frame).
-        # None keeps the preset's own finest scale.
+        # See create_dis for the choice of finest scale.
         self.preset = preset
         self.finest_scale = finest_scale
 
@@ -78,9 +86,7 @@ class FlowPropagator:
         passes = plan_passes(num_frames, support_frames)
         visits = Counter(t for p in passes for t in p.targets)
         total = sum(len(p.targets) for p in passes)
-        dis = cv2.DISOpticalFlow_create(self.preset)  # one per call: the object keeps state between calls
-        if self.finest_scale is not None:
-            dis.setFinestScale(self.finest_scale)
+        dis = create_dis(self.preset, self.finest_scale)
         grid_y, grid_x = np.mgrid[0:height, 0:width].astype(np.float32)
 
         out = np.zeros((num_frames, height, width), dtype=np.uint8)

@@ -9,10 +9,11 @@ Flow is estimated on the CPU (OpenCV); the warp itself is a `grid_sample` on the
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from XRayVOSLib.baselines.flow import create_dis
 
 
 def unit_to_uint8(frame01: np.ndarray) -> np.ndarray:
@@ -24,8 +25,7 @@ class FlowEstimator:
     """DIS optical flow from a frame back to the previous one (medium preset, solved to full resolution)."""
 
     def __init__(self) -> None:
-        self.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-        self.dis.setFinestScale(0)  # see baselines.flow: the preset's half resolution blurs 1-3 px wires away
+        self.dis = create_dis()  # the flow baseline's solver settings
 
     def __call__(self, current01: np.ndarray, previous01: np.ndarray) -> np.ndarray:
         """H, W, 2 float32: frame `current` at x looks like `previous` at x + flow(x)."""
