@@ -46,13 +46,16 @@ def make_method(
     memory_every: int = 6,
     object_threshold: float | None = None,
     flip_average: bool = False,
+    temporal_blend: float | None = None,
+    area_prior: bool | None = None,
 ) -> PropagationMethod:
     """Build a method by name: 'local' / 'global' (the network, needs torch) or 'flow' / 'copy' (no torch)."""
     if name in NETWORK_METHODS:
         from XRayVOSLib.inference.propagator import Propagator
 
         return Propagator.load(model, device=device, matching=name, window=window, memory_every=memory_every,
-                               object_threshold=object_threshold, flip_average=flip_average)
+                               object_threshold=object_threshold, flip_average=flip_average,
+                               temporal_blend=temporal_blend, area_prior=area_prior)
     if name == "flow":
         from XRayVOSLib.baselines.flow import FlowPropagator
 

@@ -8,7 +8,9 @@ can kill it outright. The job is a small JSON file written beside its inputs:
      "output": "labels.npy",          # where the [T, H, W] uint8 label maps go
      "method": "local", "model": null, "device": "auto", "window": 15, "memory_every": 6,
      "threshold": null,               # object threshold; null = the model's calibrated one
-     "flip_average": false}           # also run the mirrored cine and average (twice the time)
+     "flip_average": false,           # also run the mirrored cine and average (twice the time)
+     "temporal_blend": null,          # weight of the flow-warped previous result; null = the model's
+     "area_prior": null}              # keep each object's support area; null = the model's setting
 
 Relative paths are resolved against the job file's folder. stdout carries one JSON object per line:
 
@@ -46,7 +48,7 @@ from XRayVOSLib.errors import CancelledError, InputError, XRayVOSError
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_CANCELLED = 0, 1, 2, 3
 JOB_VERSION = 1
 DEFAULTS: dict[str, Any] = {"method": "local", "model": None, "device": "auto", "window": 15, "memory_every": 6,
-                            "threshold": None, "flip_average": False}
+                            "threshold": None, "flip_average": False, "temporal_blend": None, "area_prior": None}
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -79,6 +81,12 @@ def load_job(path: Path) -> dict[str, Any]:
         raise InputError(f"{path}: threshold must be null or a number strictly between 0 and 1, got {threshold!r}")
     if not isinstance(out["flip_average"], bool):
         raise InputError(f"{path}: flip_average must be true or false, got {out['flip_average']!r}")
+    blend = out["temporal_blend"]
+    if blend is not None and (isinstance(blend, bool) or not isinstance(blend, (int, float))
+                              or not 0.0 <= float(blend) < 1.0):
+        raise InputError(f"{path}: temporal_blend must be null or a number in [0, 1), got {blend!r}")
+    if out["area_prior"] is not None and not isinstance(out["area_prior"], bool):
+        raise InputError(f"{path}: area_prior must be null, true or false, got {out['area_prior']!r}")
     return out
 
 
@@ -155,7 +163,9 @@ def run(job_path: Path, cancel: threading.Event) -> int:
     method = make_method(str(job["method"]), model=job["model"], device=str(job["device"]),
                          window=int(job["window"]), memory_every=int(job["memory_every"]),
                          object_threshold=None if job["threshold"] is None else float(job["threshold"]),
-                         flip_average=job["flip_average"])
+                         flip_average=job["flip_average"],
+                         temporal_blend=None if job["temporal_blend"] is None else float(job["temporal_blend"]),
+                         area_prior=job["area_prior"])
     if cancel.is_set():
         raise CancelledError("cancelled before propagation started")
     labels = method.propagate(frames, supports, progress=_Progress(), cancel=cancel)

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from XRayVOSLib.cli.eval_cmd import format_table, parse_spacing
+from XRayVOSLib.cli.network_options import add_network_options, network_kwargs
 from XRayVOSLib.errors import InputError
 from XRayVOSLib.methods import METHODS
 
@@ -25,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
         args.data, methods, supports=args.supports, out_dir=args.out, videos=args.videos,
         categories=args.categories, spacing=parse_spacing(args.spacing), save_masks=args.save_masks,
         log=stderr_log, model=args.model, device=args.device, window=args.window, memory_every=args.memory_every,
-        object_threshold=args.threshold, flip_average=args.flip_average,
+        **network_kwargs(args),
     )
     print(f"{len(results['videos'])} videos, supports: {results['supports']}")
     with_mm = any("hd95_mm" in r["dataset"] for r in results["methods"].values())
@@ -56,11 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (network methods)")
     parser.add_argument("--window", type=int, default=15, help="local matching window (network methods)")
     parser.add_argument("--memory-every", type=int, default=6, help="add a memory frame every N frames")
-    parser.add_argument("--threshold", type=float, metavar="T",
-                        help="object probability that beats the background (network methods; default: the "
-                             "model's calibrated value, or 0.5)")
-    parser.add_argument("--flip-average", action="store_true",
-                        help="also propagate the left-right mirrored cine and average (network methods; twice the time)")
+    add_network_options(parser)
     parser.add_argument("--videos", type=int, metavar="N", help="only the first N videos (sorted by name)")
     parser.add_argument("--categories", metavar="FILE.json", help='{"video": {"object id": "seen"|"unseen"}}')
     parser.add_argument("--spacing", metavar="MM", help="pixel spacing for HD95 in mm: 'S' or 'ROW,COL'")

@@ -38,6 +38,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from XRayVOSLib import __version__
+from XRayVOSLib.cli.network_options import add_network_options, network_kwargs
 from XRayVOSLib.errors import CancelledError, InputError, XRayVOSError
 from XRayVOSLib.methods import METHODS, NETWORK_METHODS
 
@@ -149,8 +150,7 @@ def build_method(args: argparse.Namespace) -> tuple[Any, dict]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="no trained XRayVOS model")  # we print our own line
         method = make_method(args.matching, model=args.model, device=args.device, window=args.window,
-                             memory_every=args.memory_every, object_threshold=args.threshold,
-                             flip_average=args.flip_average)
+                             memory_every=args.memory_every, **network_kwargs(args))
     if args.no_jit:
         method.engine.set_acceleration(False)  # eager: no per-shape tracing warm-up (short cines, debugging)
     source = method.info.get("source", "untrained")
@@ -241,6 +241,8 @@ def _run(args: argparse.Namespace) -> int:
         "window": args.window,
         "memory_every": args.memory_every,
         "object_threshold": getattr(getattr(method, "settings", None), "object_threshold", None),
+        "temporal_blend": getattr(getattr(method, "settings", None), "temporal_blend", None),
+        "area_prior": getattr(getattr(method, "settings", None), "area_prior", None),
         "seconds": round(seconds, 3),
         "total_seconds": round(time.perf_counter() - started, 3),  # + reading the cine, loading the model
         "fps": round(predicted / seconds, 3) if seconds > 0 else None,
@@ -284,11 +286,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--window", type=int, default=15, help="local matching window k (default 15)")
     parser.add_argument("--memory-every", type=int, default=6, metavar="R",
                         help="add a predicted frame to memory every R frames (default 6)")
-    parser.add_argument("--threshold", type=float, metavar="T",
-                        help="object probability that beats the background (default: the model's calibrated "
-                             "value from `xrayvos calibrate`, or 0.5)")
-    parser.add_argument("--flip-average", action="store_true",
-                        help="also propagate the left-right mirrored cine and average (network methods; twice the time)")
+    add_network_options(parser)
     parser.add_argument("--model", metavar="PATH", help="checkpoint (default: the shipped model)")
     parser.add_argument("--no-jit", action="store_true",
                         help="run the network eagerly, without TorchScript tracing (no warm-up, slower per frame)")

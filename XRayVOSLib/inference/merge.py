@@ -16,6 +16,7 @@ exact mask already carries, so each frame uses at most the two supports that bra
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -94,14 +95,26 @@ def background_scale(object_threshold: float) -> float:
 
 
 def probabilities_to_labels(probs: np.ndarray, object_ids: list[int], dtype=np.uint8,
-                            object_threshold: float = 0.5) -> np.ndarray:
+                            object_threshold: float | Sequence[float] = 0.5) -> np.ndarray:
     """[K+1, H, W] -> [H, W] label map with the original (possibly non-contiguous) object ids.
 
     Like np.argmax, an exact tie goes to the lower channel (see module docstring). A running maximum over
     channels replaces np.argmax(axis=0), which walks the strided axis: 2 ms instead of 9 ms for [2, 512, 512].
-    Objects compete with each other unscaled; only the background is weighed by `background_scale`.
+    One threshold: objects compete with each other unscaled; only the background is weighed by
+    `background_scale`. One threshold per object (the area prior): each object's probability is divided by
+    its own scale, and the scaled scores compete (the same decision as one threshold when all are equal).
     """
     labels = np.zeros(probs.shape[1:], dtype=dtype)
+    if not np.isscalar(object_threshold):
+        thresholds = [float(t) for t in object_threshold]
+        if len(thresholds) != len(object_ids):
+            raise ValueError(f"{len(thresholds)} thresholds for {len(object_ids)} objects")
+        best = probs[0]
+        for channel, (object_id, threshold) in enumerate(zip(object_ids, thresholds), start=1):
+            score = probs[channel] if threshold == 0.5 else probs[channel] / background_scale(threshold)
+            labels[score > best] = object_id
+            best = np.maximum(best, score)
+        return labels
     best = probs[0] if object_threshold == 0.5 else probs[0] * background_scale(object_threshold)
     for channel, object_id in enumerate(object_ids, start=1):
         wins = probs[channel] > best
