@@ -47,6 +47,7 @@ def make_method(
     object_threshold: float | None = None,
     flip_average: bool = False,
     temporal_blend: float | None = None,
+    support_warp: float | None = None,
     area_prior: bool | None = None,
 ) -> PropagationMethod:
     """Build a method by name: 'local' / 'global' (the network, needs torch) or 'flow' / 'copy' (no torch)."""
@@ -55,7 +56,8 @@ def make_method(
 
         return Propagator.load(model, device=device, matching=name, window=window, memory_every=memory_every,
                                object_threshold=object_threshold, flip_average=flip_average,
-                               temporal_blend=temporal_blend, area_prior=area_prior)
+                               temporal_blend=temporal_blend, support_warp=support_warp,
+                               area_prior=area_prior)
     if name == "flow":
         from XRayVOSLib.baselines.flow import FlowPropagator
 

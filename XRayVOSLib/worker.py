@@ -10,6 +10,7 @@ can kill it outright. The job is a small JSON file written beside its inputs:
      "threshold": null,               # object threshold; null = the model's calibrated one
      "flip_average": false,           # also run the mirrored cine and average (twice the time)
      "temporal_blend": null,          # weight of the flow-warped previous result; null = the model's
+     "support_warp": null,            # weight of the flow-warped support mask; null = the model's
      "area_prior": null}              # keep each object's support area; null = the model's setting
 
 Relative paths are resolved against the job file's folder. stdout carries one JSON object per line:
@@ -48,7 +49,8 @@ from XRayVOSLib.errors import CancelledError, InputError, XRayVOSError
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_CANCELLED = 0, 1, 2, 3
 JOB_VERSION = 1
 DEFAULTS: dict[str, Any] = {"method": "local", "model": None, "device": "auto", "window": 15, "memory_every": 6,
-                            "threshold": None, "flip_average": False, "temporal_blend": None, "area_prior": None}
+                            "threshold": None, "flip_average": False, "temporal_blend": None, "support_warp": None,
+                            "area_prior": None}
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -85,6 +87,10 @@ def load_job(path: Path) -> dict[str, Any]:
     if blend is not None and (isinstance(blend, bool) or not isinstance(blend, (int, float))
                               or not 0.0 <= float(blend) < 1.0):
         raise InputError(f"{path}: temporal_blend must be null or a number in [0, 1), got {blend!r}")
+    anchor = out["support_warp"]
+    if anchor is not None and (isinstance(anchor, bool) or not isinstance(anchor, (int, float))
+                               or not 0.0 <= float(anchor) <= 1.0):
+        raise InputError(f"{path}: support_warp must be null or a number in [0, 1], got {anchor!r}")
     if out["area_prior"] is not None and not isinstance(out["area_prior"], bool):
         raise InputError(f"{path}: area_prior must be null, true or false, got {out['area_prior']!r}")
     return out
@@ -165,6 +171,7 @@ def run(job_path: Path, cancel: threading.Event) -> int:
                          object_threshold=None if job["threshold"] is None else float(job["threshold"]),
                          flip_average=job["flip_average"],
                          temporal_blend=None if job["temporal_blend"] is None else float(job["temporal_blend"]),
+                         support_warp=None if job["support_warp"] is None else float(job["support_warp"]),
                          area_prior=job["area_prior"])
     if cancel.is_set():
         raise CancelledError("cancelled before propagation started")

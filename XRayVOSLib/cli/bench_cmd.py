@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     if args.model and not Path(args.model).is_file():
         raise InputError(f"--model {args.model}: no such file")
     base = BenchCase(size=size, window=args.window, memory_every=args.memory_every, device=device,
-                     model=args.model, accelerate=not args.no_jit)
+                     model=args.model, accelerate=not args.no_jit, temporal_blend=args.temporal_blend,
+                     support_warp=args.support_warp, area_prior=args.area_prior)
     results = run_benchmark(base, objects, lengths, strides[:1] if args.quick else strides, matchings)
     print(format_table(results))
     if args.json:
@@ -80,6 +81,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--memory-every", type=int, default=6, metavar="R", help="memory interval (default 6)")
     parser.add_argument("--model", metavar="PATH", help="checkpoint (default: the shipped one, else untrained)")
     parser.add_argument("--no-jit", action="store_true", help="eager PyTorch instead of TorchScript tracing")
+    parser.add_argument("--temporal-blend", type=float, metavar="A",
+                        help="temporal fusion weight (default: the model's; 0 measures the network alone)")
+    parser.add_argument("--support-warp", type=float, metavar="D",
+                        help="support anchor weight (default: the model's; 0 turns it off)")
+    parser.add_argument("--area-prior", action=argparse.BooleanOptionalAction, default=None,
+                        help="per-object area thresholds (default: the model's setting)")
     parser.add_argument("--quick", action="store_true", help="one short run (T=20, 1 object, local) as a smoke test")
     parser.add_argument("--json", metavar="OUT", help="also write every run's figures as JSON")
     parser.set_defaults(func=run)

@@ -16,6 +16,9 @@ def add_network_options(parser: argparse.ArgumentParser) -> None:
                         help="weight in [0, 1) of the previous frame's result, warped by optical flow, in each "
                              "frame (network methods; default: the model's value, 0.85 for the shipped models; "
                              "0 turns it off)")
+    parser.add_argument("--support-warp", type=float, metavar="D",
+                        help="weight in [0, 1] of the support mask warped straight onto each frame by optical "
+                             "flow (network methods; default: the model's value, 0.15 for the shipped models)")
     parser.add_argument("--area-prior", action=argparse.BooleanOptionalAction, default=None,
                         help="per-object thresholds that keep each object's area at its support's (network "
                              "methods; default: the model's setting, on for the shipped models)")
@@ -24,4 +27,4 @@ def add_network_options(parser: argparse.ArgumentParser) -> None:
 def network_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """make_method keyword arguments from add_network_options' flags."""
     return {"object_threshold": args.threshold, "flip_average": args.flip_average,
-            "temporal_blend": args.temporal_blend, "area_prior": args.area_prior}
+            "temporal_blend": args.temporal_blend, "support_warp": args.support_warp, "area_prior": args.area_prior}

@@ -242,6 +242,7 @@ def _run(args: argparse.Namespace) -> int:
         "memory_every": args.memory_every,
         "object_threshold": getattr(getattr(method, "settings", None), "object_threshold", None),
         "temporal_blend": getattr(getattr(method, "settings", None), "temporal_blend", None),
+        "support_warp": getattr(getattr(method, "settings", None), "support_warp", None),
         "area_prior": getattr(getattr(method, "settings", None), "area_prior", None),
         "seconds": round(seconds, 3),
         "total_seconds": round(time.perf_counter() - started, 3),  # + reading the cine, loading the model

@@ -48,6 +48,9 @@ class BenchCase:
     model: str | None = None
     accelerate: bool = True
     seed: int = 0
+    temporal_blend: float | None = None  # None: what the checkpoint carries (as Propagator.load does)
+    support_warp: float | None = None
+    area_prior: bool | None = None
 
 
 def peak_rss_mb() -> float:
@@ -103,8 +106,8 @@ def make_cine(objects: int, frames: int, size: int, seed: int = 0) -> tuple[np.n
     return out, _split_objects(cine.labels[0], objects)
 
 
-def build_network(model: str | None, stride: int) -> tuple[Any, bool, str]:
-    """(network, trained, note). A checkpoint of another stride gives an untrained net of the wanted one."""
+def build_network(model: str | None, stride: int) -> tuple[Any, bool, str, dict[str, Any]]:
+    """(network, trained, note, info). A checkpoint of another stride gives an untrained net of the wanted one."""
     import torch
 
     from XRayVOSLib.inference.propagator import default_model_path
@@ -115,13 +118,15 @@ def build_network(model: str | None, stride: int) -> tuple[Any, bool, str]:
     path = Path(model) if model else default_model_path()
     torch.manual_seed(0)
     if path is None:
-        return LocalMatchingNetwork(ModelConfig(stride=stride)), False, f"no checkpoint: untrained stride-{stride} network"
+        return (LocalMatchingNetwork(ModelConfig(stride=stride)), False,
+                f"no checkpoint: untrained stride-{stride} network", {})
     config, info = read_metadata(path)
     if config.stride != stride:
         net = LocalMatchingNetwork(replace(config, stride=stride))
-        return net, False, f"{path.name} is stride {config.stride}: untrained stride-{stride} network built (speed only)"
+        return (net, False, f"{path.name} is stride {config.stride}: untrained stride-{stride} network built (speed only)",
+                info)
     net, info = load_checkpoint(path)
-    return net, bool(info.get("trained", True)), f"{path.name}"
+    return net, bool(info.get("trained", True)), f"{path.name}", info
 
 
 def run_case(case: BenchCase, frames: np.ndarray, support: np.ndarray) -> dict[str, Any]:
@@ -135,9 +140,13 @@ def run_case(case: BenchCase, frames: np.ndarray, support: np.ndarray) -> dict[s
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    network, trained, note = build_network(case.model, case.stride)
+    network, trained, note, info = build_network(case.model, case.stride)
+    blend = case.temporal_blend if case.temporal_blend is not None else float(info.get("temporal_blend", 0.0))
+    anchor = case.support_warp if case.support_warp is not None else float(info.get("support_warp", 0.0))
+    area_prior = case.area_prior if case.area_prior is not None else bool(info.get("area_prior", False))
     prop = Propagator.load(network, device=str(device), matching=case.matching, window=case.window,
-                           memory_every=case.memory_every, accelerate=case.accelerate)
+                           memory_every=case.memory_every, accelerate=case.accelerate,
+                           temporal_blend=blend, support_warp=anchor, area_prior=area_prior)
     stamps: list[float] = []
     start = time.perf_counter()
     for _ in prop.iter_propagate(frames, {0: support}, progress=lambda d, n: stamps.append(time.perf_counter())):
@@ -149,6 +158,7 @@ def run_case(case: BenchCase, frames: np.ndarray, support: np.ndarray) -> dict[s
         **asdict(case), "device": str(device), "objects": int(len(np.unique(support)) - 1),
         "fps": n / (end - start), "fps_warm": warm, "warmup_s": stamps[0] - start, "seconds": end - start,
         "trained": trained, "note": note, "peak_rss_mb": peak_rss_mb(),
+        "temporal_blend": blend, "support_warp": anchor, "area_prior": area_prior,
     }
     if device.type == "cuda":
         result["peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -215,7 +225,8 @@ def format_table(results: list[dict]) -> str:
     notes = sorted({r["note"] for r in results})
     first = results[0] if results else {}
     lines.append(f"device {first.get('device')}, {first.get('size')}x{first.get('size')}, window {first.get('window')}, "
-                 f"memory every {first.get('memory_every')}, TorchScript {'on' if first.get('accelerate') else 'off'}; "
+                 f"memory every {first.get('memory_every')}, TorchScript {'on' if first.get('accelerate') else 'off'}, "
+                 f"temporal blend {first.get('temporal_blend')}, support warp {first.get('support_warp')}, area prior {'on' if first.get('area_prior') else 'off'}; "
                  f"model: {'; '.join(notes)}")
     lines.append(f"fps_warm excludes the first {WARMUP_FRAMES} predicted frames (tracing); peak_MB is "
                  + ("CUDA max allocated" if str(first.get("device", "")).startswith("cuda")

@@ -4,8 +4,8 @@ Frames are fetched one at a time (a lazy Cine works), padded to a multiple of 16
 is released as soon as every pass that covers it has run. Between two supports the first pass's
 probabilities wait, quantised to uint8, for the second: that is the only per-frame state kept (besides,
 for a model with `refine_prior`, the last frame's probabilities, which the refiner reads on the next,
-warped onto it by optical flow when the model has `prior_warp`; and with `temporal_blend`, the last
-frame's fused result, warped onto the next and blended into it).
+warped onto it by optical flow when the model has `prior_warp`; and with temporal fusion, the last
+frame's fused result and the pass's support mask, inference/fusion.py).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from XRayVOSLib.errors import CancelledError
 from XRayVOSLib.inference.accelerate import AcceleratedNetwork
 from XRayVOSLib.inference.area_prior import area_thresholds, support_areas, target_areas
+from XRayVOSLib.inference.fusion import PassFusion
 from XRayVOSLib.inference.memory import MemoryBank
 from XRayVOSLib.inference.merge import labels_to_onehot, plan_passes, probabilities_to_labels, support_weight
 from XRayVOSLib.inference.warp import FlowEstimator, warp_prior
@@ -45,9 +46,11 @@ class EngineSettings:
     # Test-time augmentation: also propagate the left-right mirrored cine and average the probabilities
     # (twice the time; held-out J&F +0.4 with the refiner model, see README).
     flip_average: bool = False
-    # Temporal fusion: each frame's probabilities are blended with the previous frame's result, warped onto
-    # it by DIS optical flow, with this weight (0 = off; see README, *Temporal fusion and the area prior*).
+    # Temporal fusion (inference/fusion.py): each frame's probabilities are blended with the previous
+    # frame's result, warped onto it by DIS optical flow, with this weight (0 = off).
     temporal_blend: float = 0.0
+    # Support anchor: the support mask, warped straight onto each frame by optical flow, with this weight.
+    support_warp: float = 0.0
     # Per-object thresholds that keep each object's area at its support's (inference/area_prior.py).
     area_prior: bool = False
 
@@ -100,17 +103,6 @@ class InferenceEngine:
         h, w = size
         warped = warp_prior(prior[..., :h, :w].float(), torch.from_numpy(flow)[None]).to(prior.dtype)
         return F.pad(warped, (0, prior.shape[-1] - w, 0, prior.shape[-2] - h))
-
-    @staticmethod
-    def _fused(probs: torch.Tensor, carried: torch.Tensor, flow: np.ndarray, blend: float) -> torch.Tensor:
-        """Temporal fusion: (1 - blend) * this frame's probabilities + blend * the last result warped onto it.
-
-        probs, carried: K+1, H, W;  flow: H, W, 2  ->  K+1, H, W (float32). The support's exact mask starts
-        each pass, so its pixel-exact edges carry into the next frames (what the flow baseline does well),
-        while the network's share pulls every frame back to the image (what chained flow lacks: it drifts).
-        """
-        warped = warp_prior(carried[None].float(), torch.from_numpy(flow)[None])[0]
-        return (1.0 - blend) * probs.float() + blend * warped
 
     def run(
         self,
@@ -200,21 +192,23 @@ class InferenceEngine:
                 memory.add(t, q.key[0], value[0], is_support=True)
             done = 0
             use_prior = self.network.config.refine_prior
-            blend = self.settings.temporal_blend
-            flow = FlowEstimator() if (self.network.config.prior_warp or blend > 0) else None
+            blend, anchor = self.settings.temporal_blend, self.settings.support_warp
+            chain = self.network.config.prior_warp or blend > 0  # needs flow between consecutive frames
+            flow = FlowEstimator() if (chain or anchor > 0) else None
             for p in passes:
                 memory.clear_keyframes()
                 prior = priors.get(p.source) if use_prior else None
                 previous = unit(p.source) if flow is not None else None
-                carried = None
-                if blend > 0:
-                    carried = torch.from_numpy(labels_to_onehot(supports[p.source], object_ids)).to(self.device)
+                fusion = None
+                if blend > 0 or anchor > 0:
+                    support = torch.from_numpy(labels_to_onehot(supports[p.source], object_ids)).to(self.device)
+                    fusion = PassFusion(support, previous, blend, anchor, flow)
                 for step, t in enumerate(p.targets, start=1):
                     if cancel is not None and cancel.is_set():
                         raise CancelledError(f"propagation cancelled at frame {t}")
                     current = unit(t)
                     q = self._encode(current)
-                    motion = flow(current, previous) if flow is not None else None
+                    motion = flow(current, previous) if chain else None
                     previous = current
                     if self.network.config.prior_warp and prior is not None:
                         prior = self._aligned(prior, motion, size)
@@ -225,9 +219,8 @@ class InferenceEngine:
                     if step % self.settings.memory_every == 0:
                         masks = F.pad(probs[None, 1:], pad)
                         memory.add(t, q.key[0], self.accel.encode_value(q, masks.to(q.image.dtype))[0])
-                    if blend > 0:  # the blend shapes the output only: memory and prior keep the network's own
-                        carried = self._fused(probs, carried, motion, blend)
-                        probs = carried
+                    if fusion is not None:  # shapes the output only: memory and prior keep the network's own
+                        probs = fusion(probs, current, motion)
                     weight = support_weight(t, p.source, list(supports))
                     contribution = flip(probs.float().cpu().numpy()) * weight
                     arrived[t] += 1

@@ -62,6 +62,7 @@ class Propagator:
         object_threshold: float | None = None,
         flip_average: bool = False,
         temporal_blend: float | None = None,
+        support_warp: float | None = None,
         area_prior: bool | None = None,
     ) -> "Propagator":
         """model: None (the shipped checkpoint), a checkpoint path, or a network object.
@@ -70,8 +71,9 @@ class Propagator:
         the value the model was calibrated with (`xrayvos calibrate`), or 0.5, the plain arg-max.
         flip_average: also propagate the left-right mirrored cine and average (twice the time).
         temporal_blend: weight in [0, 1) of the previous frame's result, warped by optical flow, in each
-        frame's probabilities; area_prior: per-object thresholds that keep each object's support area.
-        None takes what the model file carries (the shipped ones: 0.85 and on), else 0 and off.
+        frame's probabilities; support_warp: weight in [0, 1] of the support mask warped straight onto each
+        frame (inference/fusion.py); area_prior: per-object thresholds that keep each object's support area.
+        None takes what the model file carries (the shipped ones: 0.85, 0.15 and on), else 0, 0 and off.
         """
         if matching not in ("local", "global"):
             raise InputError(f"matching must be 'local' or 'global', got {matching!r}")
@@ -101,10 +103,14 @@ class Propagator:
             temporal_blend = float(info.get("temporal_blend", 0.0))
         if not 0.0 <= temporal_blend < 1.0:
             raise InputError(f"temporal_blend must lie in [0, 1), got {temporal_blend}")
+        if support_warp is None:
+            support_warp = float(info.get("support_warp", 0.0))
+        if not 0.0 <= support_warp <= 1.0:
+            raise InputError(f"support_warp must lie in [0, 1], got {support_warp}")
         if area_prior is None:
             area_prior = bool(info.get("area_prior", False))
         settings = EngineSettings(matching, window, memory_every, max_keyframes, top_k, object_threshold, flip_average,
-                                  temporal_blend=temporal_blend, area_prior=area_prior)
+                                  temporal_blend=temporal_blend, support_warp=support_warp, area_prior=area_prior)
         return cls(network.eval(), info, dev, settings, accelerate)
 
     def iter_propagate(
