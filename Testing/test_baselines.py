@@ -1,4 +1,4 @@
-"""Baselines `copy` and `flow`: tracking, the two-support merge rule, supports, progress and cancel."""
+"""Baselines `copy`, `flow` and `flow-support`: tracking, the two-support merge rule, supports, progress and cancel."""
 
 from __future__ import annotations
 
@@ -51,6 +51,18 @@ def test_flow_tracks_a_translating_blob_and_copy_does_not() -> None:
     assert flow.shape == labels.shape and flow.dtype == np.uint8
     assert mean_j(flow, labels, range(1, 20)) > 0.9
     assert mean_j(copy, labels, range(1, 20)) < 0.5  # the blob moves, so standing still must score badly
+
+
+def test_flow_support_warps_straight_from_the_support_so_a_bad_frame_does_not_carry_on() -> None:
+    frames, labels = moving_blob_cine(num_frames=10)
+    frames[3] = np.random.default_rng(5).uniform(0, 255, frames[3].shape).astype(np.uint8)  # one corrupt frame
+    chained = make_method("flow").propagate(frames, {0: labels[0]})
+    anchored = make_method("flow-support").propagate(frames, {0: labels[0]})
+    assert make_method("flow-support").name == "flow-support"
+    np.testing.assert_array_equal(anchored[0], labels[0])
+    later = range(4, 10)
+    assert mean_j(anchored, labels, later) > 0.85  # frames after the corrupt one are solved against frame 0
+    assert mean_j(chained, labels, later) < mean_j(anchored, labels, later) - 0.2  # the chain inherits the loss
 
 
 def test_flow_runs_backward_from_a_later_support_and_on_uint16() -> None:

@@ -15,7 +15,7 @@ import numpy as np
 from XRayVOSLib.errors import InputError
 
 NETWORK_METHODS = ("local", "global")
-BASELINE_METHODS = ("flow", "copy")
+BASELINE_METHODS = ("flow", "flow-support", "copy")
 METHODS = NETWORK_METHODS + BASELINE_METHODS
 
 ProgressFn = Callable[[int, int], None]
@@ -50,7 +50,7 @@ def make_method(
     support_warp: float | None = None,
     area_prior: bool | None = None,
 ) -> PropagationMethod:
-    """Build a method by name: 'local' / 'global' (the network, needs torch) or 'flow' / 'copy' (no torch)."""
+    """Build a method by name: 'local' / 'global' (the network, needs torch) or 'flow' / 'flow-support' / 'copy' (no torch)."""
     if name in NETWORK_METHODS:
         from XRayVOSLib.inference.propagator import Propagator
 
@@ -58,10 +58,10 @@ def make_method(
                                object_threshold=object_threshold, flip_average=flip_average,
                                temporal_blend=temporal_blend, support_warp=support_warp,
                                area_prior=area_prior)
-    if name == "flow":
+    if name in ("flow", "flow-support"):
         from XRayVOSLib.baselines.flow import FlowPropagator
 
-        return FlowPropagator()
+        return FlowPropagator(anchored=name == "flow-support")
     if name == "copy":
         from XRayVOSLib.baselines.copy import CopyPropagator
 

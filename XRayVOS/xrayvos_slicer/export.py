@@ -16,7 +16,7 @@ from typing import Mapping
 import numpy as np
 
 FRAMES_NAME, SUPPORTS_NAME, JOB_NAME, OUTPUT_NAME = "frames.npy", "supports.npz", "job.json", "labels.npy"
-METHOD_CHOICES = ("local", "global", "flow", "copy")
+METHOD_CHOICES = ("local", "global", "flow", "flow-support", "copy")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 

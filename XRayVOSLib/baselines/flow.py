@@ -58,14 +58,22 @@ def create_dis(preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, finest_scale: in
 
 
 class FlowPropagator:
-    """Propagation method with the shared `propagate` signature (see XRayVOSLib.methods)."""
+    """Propagation method with the shared `propagate` signature (see XRayVOSLib.methods).
 
-    name = "flow"
+    anchored=False (`flow`): chained, each frame warped from the previous one's labels.
+    anchored=True (`flow-support`): each frame warped straight from its pass's support, with flow from the
+    frame to the support frame; nothing accumulates, but large motion or a changed image (contrast
+    wash-in) is solved in one step. It is the output fusion's support anchor on its own
+    (inference/fusion.py), so the network's share of the fused result can be measured.
+    """
 
-    def __init__(self, preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, finest_scale: int | None = 0) -> None:
+    def __init__(self, preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, finest_scale: int | None = 0,
+                 anchored: bool = False) -> None:
         # See create_dis for the choice of finest scale.
         self.preset = preset
         self.finest_scale = finest_scale
+        self.anchored = anchored
+        self.name = "flow-support" if anchored else "flow"
 
     def propagate(
         self,
@@ -101,9 +109,10 @@ class FlowPropagator:
                     raise CancelledError(f"flow: cancelled at frame {t}")
                 # Flow from frame t back to prev_t: frame t at x looks like prev_t at x + flow(x),
                 # so each pixel of t pulls its label from there.
-                flow = dis.calc(images[t], images[prev_t], None)
+                start_t, start = (p.source, checked[p.source]) if self.anchored else (prev_t, labels)
+                flow = dis.calc(images[t], images[start_t], None)
                 labels = cv2.remap(
-                    labels, grid_x + flow[..., 0], grid_y + flow[..., 1], cv2.INTER_NEAREST,
+                    start, grid_x + flow[..., 0], grid_y + flow[..., 1], cv2.INTER_NEAREST,
                     borderMode=cv2.BORDER_REPLICATE,
                 )
                 pending.setdefault(t, []).append((p.source, labels))
