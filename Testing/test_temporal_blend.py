@@ -72,6 +72,8 @@ def test_model_file_carries_the_setting_and_arguments_override_it(tmp_path) -> N
     assert (plain.settings.temporal_blend, plain.settings.support_warp, plain.settings.area_prior) == (0.0, 0.2, False)
     with pytest.raises(InputError, match=r"support_warp must lie in \[0, 1\], got -0.1"):
         Propagator.load(path, device="cpu", support_warp=-0.1)
+    assert not Propagator.load(path, device="cpu", object_threshold=0.3).settings.area_prior  # a threshold given acts
+    assert Propagator.load(path, device="cpu", object_threshold=0.3, area_prior=True).settings.area_prior
     with pytest.raises(InputError, match=r"temporal_blend must lie in \[0, 1\), got 1.0"):
         Propagator.load(path, device="cpu", temporal_blend=1.0)
 

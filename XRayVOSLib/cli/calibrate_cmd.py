@@ -36,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"the model was calibrated before at {info['object_threshold']:g}")
     if args.out:
         rewrite_info(model, args.out, calibrated_info(info, result))
-        print(f"wrote {args.out} (object_threshold {result['best']:g}; weights unchanged)")
+        print(f"wrote {args.out} (object_threshold {result['best']:g}, area_prior "
+              f"{'on' if result['use_area_prior'] else 'off'}; weights unchanged)")
     return 0
 
 

@@ -9,7 +9,8 @@ from typing import Any
 def add_network_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, metavar="T",
                         help="object probability that beats the background (network methods; default: the "
-                             "model's calibrated value from `xrayvos calibrate`, or 0.5)")
+                             "model's calibrated value from `xrayvos calibrate`, or 0.5); giving it turns the "
+                             "area prior off unless --area-prior is also given")
     parser.add_argument("--flip-average", action="store_true",
                         help="also propagate the left-right mirrored cine and average (network methods; twice the time)")
     parser.add_argument("--temporal-blend", type=float, metavar="A",

@@ -6,6 +6,10 @@ false-positive edge pixels for more recovered ones, which raises J. The best val
 so it is measured, not assumed: each video is propagated once, its probabilities on the annotated frames
 are kept, and every candidate threshold is scored on them (N thresholds cost one run, not N).
 
+The same probabilities are also scored with the area prior (per-object thresholds that keep each
+object's support area, inference/area_prior.py); the model records whether it beat the best fixed
+threshold (`area_prior` in its metadata), and with it on, the fixed threshold is not used.
+
 Use cines that are not your test set: a threshold chosen on the test set flatters the test score.
 """
 
@@ -26,6 +30,7 @@ from XRayVOSLib.evaluation.runner import (
     read_annotations,
     read_frames,
 )
+from XRayVOSLib.inference.area_prior import area_thresholds, support_areas, target_areas
 from XRayVOSLib.inference.merge import probabilities_to_labels
 from XRayVOSLib.metrics.aggregate import VOID_LABEL, ObjectScores, score_video, summarize
 
@@ -53,7 +58,8 @@ def calibrate_threshold(
     videos: int | None = None,
     log: LogFn | None = None,
 ) -> dict[str, Any]:
-    """Score every threshold on a DAVIS-layout folder; returns {"best", "scores": {t: J/F/J&F}, ...}.
+    """Score every threshold on a DAVIS-layout folder; returns {"best", "scores": {t: J/F/J&F},
+    "area_prior": J/F/J&F, "use_area_prior", ...}.
 
     The best threshold has the highest mean J&F over objects (support frames excluded, as in
     `evaluate`); a tie goes to the threshold nearest 0.5, the plain arg-max.
@@ -67,8 +73,9 @@ def calibrate_threshold(
     rule = _resolve_supports(supports)
     log = log or (lambda message: None)
     propagator = Propagator.load(model, device=device, matching=matching, window=window,
-                                 memory_every=memory_every, object_threshold=0.5)
+                                 memory_every=memory_every, object_threshold=0.5, area_prior=False)
     scores: dict[float, list[ObjectScores]] = {t: [] for t in grid}
+    area_scores: list[ObjectScores] = []
     for video in names:
         frames, gt = read_frames(frames_root / video), read_annotations(gt_root / video)
         chosen = choose_support_frames(video, list(gt), len(frames), rule)
@@ -86,6 +93,12 @@ def calibrate_threshold(
                     for t, p in kept.items()}
             pred.update(given)
             scores[threshold].extend(score_video(video, pred, gt, chosen))
+        areas = support_areas(given, object_ids)
+        pred = {t: probabilities_to_labels(p.astype(np.float32), object_ids,
+                                           object_threshold=area_thresholds(p.astype(np.float32), target_areas(t, areas)))
+                for t, p in kept.items()}
+        pred.update(given)
+        area_scores.extend(score_video(video, pred, gt, chosen))
         log(f"calibrate {video}: {len(kept)} frames scored at {len(grid)} thresholds")
     table = {}
     for threshold in grid:
@@ -95,7 +108,9 @@ def calibrate_threshold(
         raise InputError(f"{data_root}: no annotated non-support frame to score; calibration needs ground truth "
                          "beyond the support frames")
     best = max(grid, key=lambda t: (table[t]["J&F"] if math.isfinite(table[t]["J&F"]) else -1.0, -abs(t - 0.5)))
-    return {"best": best, "scores": table, "data": str(data_root), "videos": len(names),
+    area = {k: float(v) for k, v in summarize(area_scores)["dataset"].items() if k in ("J", "F", "J&F")}
+    return {"best": best, "scores": table, "area_prior": area, "use_area_prior": area["J&F"] > table[best]["J&F"],
+            "data": str(data_root), "videos": len(names),
             "objects": len(scores[grid[0]]), "supports": str(supports) if isinstance(supports, (str, Path))
             else "mapping", "matching": matching, "window": window, "memory_every": memory_every}
 
@@ -104,10 +119,12 @@ def calibrated_info(info: Mapping[str, Any], result: Mapping[str, Any]) -> dict[
     """The model's info with the chosen threshold and the evidence for it (kept in the file's metadata)."""
     out = {k: v for k, v in info.items() if k not in ("source",)}
     out["object_threshold"] = float(result["best"])
+    out["area_prior"] = bool(result["use_area_prior"])
     out["calibration"] = {
         "data": result["data"], "videos": result["videos"], "objects": result["objects"],
         "supports": result["supports"], "matching": result["matching"],
         "J&F": {f"{t:g}": round(row["J&F"], 4) for t, row in result["scores"].items()},
+        "area_prior_J&F": round(result["area_prior"]["J&F"], 4),
     }
     return out
 
@@ -115,6 +132,9 @@ def calibrated_info(info: Mapping[str, Any], result: Mapping[str, Any]) -> dict[
 def format_scores(result: Mapping[str, Any]) -> str:
     lines = ["threshold      J      F    J&F"]
     for t, row in result["scores"].items():
-        mark = "  <- best" if t == result["best"] else ""
+        mark = "  <- best" if t == result["best"] and not result["use_area_prior"] else ""
         lines.append(f"{t:9.2f}  {row['J']:.3f}  {row['F']:.3f}  {row['J&F']:.3f}{mark}")
+    row = result["area_prior"]
+    mark = "  <- best" if result["use_area_prior"] else ""
+    lines.append(f"{'area':>9}  {row['J']:.3f}  {row['F']:.3f}  {row['J&F']:.3f}{mark}")
     return "\n".join(lines)

@@ -73,7 +73,8 @@ class Propagator:
         temporal_blend: weight in [0, 1) of the previous frame's result, warped by optical flow, in each
         frame's probabilities; support_warp: weight in [0, 1] of the support mask warped straight onto each
         frame (inference/fusion.py); area_prior: per-object thresholds that keep each object's support area.
-        None takes what the model file carries (the shipped ones: 0.85, 0.15 and on), else 0, 0 and off.
+        None takes what the model file carries (the shipped ones: 0.85, 0.15 and on), else 0, 0 and off;
+        area_prior=None with an explicit object_threshold is off (a threshold given is meant to act).
         """
         if matching not in ("local", "global"):
             raise InputError(f"matching must be 'local' or 'global', got {matching!r}")
@@ -93,6 +94,7 @@ class Propagator:
             else:
                 network, info = load_checkpoint(path)
                 info = {"trained": True, **info, "source": str(path)}
+        threshold_given = object_threshold is not None
         if object_threshold is None:
             object_threshold = float(info.get("object_threshold", 0.5))
         try:
@@ -107,8 +109,8 @@ class Propagator:
             support_warp = float(info.get("support_warp", 0.0))
         if not 0.0 <= support_warp <= 1.0:
             raise InputError(f"support_warp must lie in [0, 1], got {support_warp}")
-        if area_prior is None:
-            area_prior = bool(info.get("area_prior", False))
+        if area_prior is None:  # an explicit threshold is meant to act, so it turns the model's area prior off
+            area_prior = False if threshold_given else bool(info.get("area_prior", False))
         settings = EngineSettings(matching, window, memory_every, max_keyframes, top_k, object_threshold, flip_average,
                                   temporal_blend=temporal_blend, support_warp=support_warp, area_prior=area_prior)
         return cls(network.eval(), info, dev, settings, accelerate)
