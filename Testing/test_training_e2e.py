@@ -100,7 +100,8 @@ def test_finetune_cli_then_propagate(davis_root: Path, init_model: Path, tmp_pat
                                      capsys) -> None:
     out = tmp_path / "tuned.safetensors"
     calibrated = rewrite_info(init_model, tmp_path / "calibrated.safetensors",
-                              {**read_metadata(init_model)[1], "object_threshold": 0.4})
+                              {**read_metadata(init_model)[1], "object_threshold": 0.4, "temporal_blend": 0.7,
+                               "support_warp": 0.2, "area_prior": True})
     args = ["finetune", "--data", str(davis_root), "--init", str(calibrated), "--out", str(out), "--steps", "2",
             "--device", "cpu", "--size", "64", "--batch-size", "2", "--progress-json"]
     assert cli_main(args + (["--two-shot"] if two_shot else [])) == 0
@@ -113,6 +114,8 @@ def test_finetune_cli_then_propagate(davis_root: Path, init_model: Path, tmp_pat
     # The fine-tune keeps its start's calibrated threshold (it would otherwise fall back to 0.5).
     assert lines[-1]["object_threshold"] == 0.4 and prop.settings.object_threshold == 0.4
     assert read_metadata(out)[1]["object_threshold_from"] == str(calibrated)
+    # ... and its output settings: fusion weights and the area prior
+    assert (prop.settings.temporal_blend, prop.settings.support_warp, prop.settings.area_prior) == (0.7, 0.2, True)
 
 
 def test_finetune_rejects_folder_without_annotations(tmp_path: Path, init_model: Path) -> None:

@@ -22,6 +22,9 @@ from XRayVOSLib.model.checkpoint import read_metadata, rewrite_info
 from XRayVOSLib.training.config import LossConfig, TrainConfig
 from XRayVOSLib.training.loop import StepCallback, run_training
 
+# Inference settings a fine-tuned model keeps from the model it started from (see Propagator.load).
+INHERITED_OUTPUT_SETTINGS = ("temporal_blend", "support_warp", "area_prior")
+
 
 def list_videos(data_root: Path) -> list[str]:
     images = data_root / "JPEGImages"
@@ -122,11 +125,16 @@ def finetune(
         # A short fine-tune stays close to its start, so it keeps the start's calibrated object threshold
         # (not 0.5): the site's model then behaves like the one it replaces, and the validation compares
         # both at one threshold. `xrayvos calibrate` recalibrates it.
+        # The same holds for the output settings (fusion weights, area prior), which need no training.
         _, info = read_metadata(model)
-        threshold = read_metadata(init)[1].get("object_threshold")
+        init_info = read_metadata(init)[1]
+        threshold = init_info.get("object_threshold")
         if threshold is not None:
             info = {**info, "object_threshold": float(threshold), "object_threshold_from": str(init)}
+        inherited = {k: init_info[k] for k in INHERITED_OUTPUT_SETTINGS if k in init_info}
+        info = {**info, **inherited}
         report["object_threshold"] = threshold
+        report["output_settings"] = inherited
         return rewrite_info(model, out_path, info), report  # written beside out_path, then renamed over it
     finally:
         if own_work:
