@@ -77,20 +77,18 @@ def load_job(path: Path) -> dict[str, Any]:
         out[key] = base / Path(str(job[key]))
     if out.get("model"):
         out["model"] = str(base / Path(str(out["model"])))
-    threshold = out["threshold"]
-    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
-                                  or not 0.0 < float(threshold) < 1.0):
-        raise InputError(f"{path}: threshold must be null or a number strictly between 0 and 1, got {threshold!r}")
+    # Null (the model's own value) or a number in range, checked before torch is loaded; stored as float.
+    for key, inside, allowed in (("threshold", lambda v: 0.0 < v < 1.0, "strictly between 0 and 1"),
+                                 ("temporal_blend", lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+                                 ("support_warp", lambda v: 0.0 <= v <= 1.0, "in [0, 1]")):
+        value = out[key]
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not inside(float(value)):
+            raise InputError(f"{path}: {key} must be null or a number {allowed}, got {value!r}")
+        out[key] = float(value)
     if not isinstance(out["flip_average"], bool):
         raise InputError(f"{path}: flip_average must be true or false, got {out['flip_average']!r}")
-    blend = out["temporal_blend"]
-    if blend is not None and (isinstance(blend, bool) or not isinstance(blend, (int, float))
-                              or not 0.0 <= float(blend) < 1.0):
-        raise InputError(f"{path}: temporal_blend must be null or a number in [0, 1), got {blend!r}")
-    anchor = out["support_warp"]
-    if anchor is not None and (isinstance(anchor, bool) or not isinstance(anchor, (int, float))
-                               or not 0.0 <= float(anchor) <= 1.0):
-        raise InputError(f"{path}: support_warp must be null or a number in [0, 1], got {anchor!r}")
     if out["area_prior"] is not None and not isinstance(out["area_prior"], bool):
         raise InputError(f"{path}: area_prior must be null, true or false, got {out['area_prior']!r}")
     return out
@@ -168,10 +166,8 @@ def run(job_path: Path, cancel: threading.Event) -> int:
 
     method = make_method(str(job["method"]), model=job["model"], device=str(job["device"]),
                          window=int(job["window"]), memory_every=int(job["memory_every"]),
-                         object_threshold=None if job["threshold"] is None else float(job["threshold"]),
-                         flip_average=job["flip_average"],
-                         temporal_blend=None if job["temporal_blend"] is None else float(job["temporal_blend"]),
-                         support_warp=None if job["support_warp"] is None else float(job["support_warp"]),
+                         object_threshold=job["threshold"], flip_average=job["flip_average"],
+                         temporal_blend=job["temporal_blend"], support_warp=job["support_warp"],
                          area_prior=job["area_prior"])
     if cancel.is_set():
         raise CancelledError("cancelled before propagation started")

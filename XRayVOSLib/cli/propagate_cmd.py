@@ -240,10 +240,8 @@ def _run(args: argparse.Namespace) -> int:
         "matching": args.matching,
         "window": args.window,
         "memory_every": args.memory_every,
-        "object_threshold": getattr(getattr(method, "settings", None), "object_threshold", None),
-        "temporal_blend": getattr(getattr(method, "settings", None), "temporal_blend", None),
-        "support_warp": getattr(getattr(method, "settings", None), "support_warp", None),
-        "area_prior": getattr(getattr(method, "settings", None), "area_prior", None),
+        **{key: getattr(getattr(method, "settings", None), key, None)  # None for the baselines
+           for key in ("object_threshold", "temporal_blend", "support_warp", "area_prior")},
         "seconds": round(seconds, 3),
         "total_seconds": round(time.perf_counter() - started, 3),  # + reading the cine, loading the model
         "fps": round(predicted / seconds, 3) if seconds > 0 else None,

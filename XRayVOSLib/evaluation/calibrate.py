@@ -30,7 +30,7 @@ from XRayVOSLib.evaluation.runner import (
     read_annotations,
     read_frames,
 )
-from XRayVOSLib.inference.area_prior import area_thresholds, support_areas, target_areas
+from XRayVOSLib.inference.area_prior import frame_thresholds, support_areas
 from XRayVOSLib.inference.merge import probabilities_to_labels
 from XRayVOSLib.metrics.aggregate import VOID_LABEL, ObjectScores, score_video, summarize
 
@@ -88,15 +88,14 @@ def calibrate_threshold(
         for t, probs, object_ids in propagator.iter_probabilities(frames, given):
             if t in gt:
                 kept[t] = probs.astype(np.float16)
+        unpacked = {t: p.astype(np.float32) for t, p in kept.items()}
         for threshold in grid:
-            pred = {t: probabilities_to_labels(p.astype(np.float32), object_ids, object_threshold=threshold)
-                    for t, p in kept.items()}
+            pred = {t: probabilities_to_labels(p, object_ids, object_threshold=threshold) for t, p in unpacked.items()}
             pred.update(given)
             scores[threshold].extend(score_video(video, pred, gt, chosen))
         areas = support_areas(given, object_ids)
-        pred = {t: probabilities_to_labels(p.astype(np.float32), object_ids,
-                                           object_threshold=area_thresholds(p.astype(np.float32), target_areas(t, areas)))
-                for t, p in kept.items()}
+        pred = {t: probabilities_to_labels(p, object_ids, object_threshold=frame_thresholds(p, t, areas))
+                for t, p in unpacked.items()}
         pred.update(given)
         area_scores.extend(score_video(video, pred, gt, chosen))
         log(f"calibrate {video}: {len(kept)} frames scored at {len(grid)} thresholds")

@@ -41,6 +41,11 @@ def target_areas(t: int, areas: Mapping[int, np.ndarray]) -> np.ndarray:
     return sum(support_weight(t, s, frames) * areas[s] for s in frames)
 
 
+def frame_thresholds(probs: np.ndarray, t: int, areas: Mapping[int, np.ndarray]) -> list[float]:
+    """The area prior's per-object thresholds for frame t's probabilities [K+1, H, W] (see area_thresholds)."""
+    return area_thresholds(probs, target_areas(t, areas))
+
+
 def area_thresholds(probs: np.ndarray, areas: np.ndarray, low: float = AREA_THRESHOLD_MIN,
                     high: float = AREA_THRESHOLD_MAX) -> list[float]:
     """Per-object thresholds for probabilities [K+1, H, W] (background first) and target areas [K].
@@ -61,4 +66,5 @@ def area_thresholds(probs: np.ndarray, areas: np.ndarray, low: float = AREA_THRE
     return out
 
 
-__all__ = ["AREA_THRESHOLD_MAX", "AREA_THRESHOLD_MIN", "area_thresholds", "support_areas", "target_areas"]
+__all__ = ["AREA_THRESHOLD_MAX", "AREA_THRESHOLD_MIN", "area_thresholds", "frame_thresholds", "support_areas",
+           "target_areas"]

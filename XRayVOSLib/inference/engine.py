@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from XRayVOSLib.errors import CancelledError
 from XRayVOSLib.inference.accelerate import AcceleratedNetwork
-from XRayVOSLib.inference.area_prior import area_thresholds, support_areas, target_areas
+from XRayVOSLib.inference.area_prior import frame_thresholds, support_areas
 from XRayVOSLib.inference.fusion import PassFusion
 from XRayVOSLib.inference.memory import MemoryBank
 from XRayVOSLib.inference.merge import labels_to_onehot, plan_passes, probabilities_to_labels, support_weight
@@ -117,8 +117,7 @@ class InferenceEngine:
             yield t, supports[t]
         areas = support_areas(supports, object_ids) if self.settings.area_prior else None
         for t, probs in self.run_probabilities(frames, supports, object_ids, progress, cancel):
-            threshold = (self.settings.object_threshold if areas is None
-                         else area_thresholds(probs, target_areas(t, areas)))
+            threshold = self.settings.object_threshold if areas is None else frame_thresholds(probs, t, areas)
             yield t, probabilities_to_labels(probs, object_ids, object_threshold=threshold)
 
     @torch.inference_mode()

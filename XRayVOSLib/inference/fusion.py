@@ -14,7 +14,7 @@ fused_t = (1 - d) * [(1 - a) * network_t + a * warp(fused_{t-1})] + d * warp(sup
 
 The network's share pulls every frame back to the image. Only the output is fused: memory and the
 refiner's prior keep the network's own probabilities. Weights were chosen on validation cines
-(seed 555), never on the held-out set: README, *Temporal fusion and the area prior*.
+(seed 555), never on the held-out set: README, *Output fusion and the area prior*.
 """
 
 from __future__ import annotations
