@@ -20,7 +20,7 @@ import pytest
 from xrayvos_slicer import export
 from xrayvos_slicer.worker_process import WorkerProcess, worker_environment
 
-pytest_plugins = ["slicer_fixtures"]  # mrml, logic, synthetic_cine, painted
+# fixtures from conftest.py: mrml, logic, synthetic_cine, painted
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="process-group handling is tested on POSIX")
 

@@ -1,6 +1,6 @@
 """Fixtures for the Slicer-module tests: a real MRML scene from the slicer-core wheel (no Qt, no slicer.app).
 
-Test modules load them with `pytest_plugins = ["slicer_fixtures"]`. Every fixture that needs MRML skips
+These fixtures apply to every test module in this folder. Every fixture that needs MRML skips
 with a clear reason when slicer-core is not installed.
 """
 
@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 MODULE_DIR = REPO_ROOT / "XRayVOS"
 if str(MODULE_DIR) not in sys.path:
     sys.path.insert(0, str(MODULE_DIR))  # as Slicer does for a scripted module's folder

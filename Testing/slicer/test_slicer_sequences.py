@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import vtk
 
-pytest_plugins = ["slicer_fixtures"]  # mrml, logic, synthetic_cine
+# fixtures from conftest.py: mrml, logic, synthetic_cine
 
 pytestmark = pytest.mark.slicer
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MODULE = REPO / "XRayVOS"
 MODULE_SCRIPT = MODULE / "XRayVOS.py"
 LOGIC_FILES = sorted((MODULE / "xrayvos_slicer").glob("*.py"))

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest_plugins = ["slicer_fixtures"]  # mrml, logic, synthetic_cine, painted
+# fixtures from conftest.py: mrml, logic, synthetic_cine, painted
 
 pytestmark = pytest.mark.slicer
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest_plugins = ["slicer_fixtures"]  # mrml, logic, synthetic_cine
+# fixtures from conftest.py: mrml, logic, synthetic_cine
 
 pytestmark = pytest.mark.slicer
 

@@ -24,7 +24,7 @@ from XRayVOSLib.training.config import TrainConfig
 from XRayVOSLib.training.finetune import pseudo_label
 from XRayVOSLib.training.loop import Trainer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
