@@ -42,4 +42,19 @@ def read_model_header(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]
         return None
 
 
-__all__ = ["DEFAULT_MODEL_NAME", "CHECKPOINT_FORMAT", "default_model_path", "read_model_header"]
+def carried_settings(model: str | Path | None = None) -> dict[str, Any]:
+    """The run settings a model file carries (info key "settings", see settings.CARRIED_FIELDS); None: the
+    shipped model. {} for an untrained run (no model anywhere) or a file that carries none."""
+    path = Path(model).expanduser() if model is not None else default_model_path()
+    if path is None:
+        return {}
+    if not path.is_file():
+        from XRayVOSLib.errors import ModelError
+
+        raise ModelError(f"model file {path} does not exist")
+    header = read_model_header(path)
+    carried = header[1].get("settings", {}) if header else {}
+    return dict(carried) if isinstance(carried, dict) else {}
+
+
+__all__ = ["DEFAULT_MODEL_NAME", "CHECKPOINT_FORMAT", "carried_settings", "default_model_path", "read_model_header"]
