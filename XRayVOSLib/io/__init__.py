@@ -1,7 +1,12 @@
-"""Cine and mask IO: DICOM (multi-frame or folder), image folders, video, NRRD/NIfTI, .npy; label-map masks."""
+"""Cine and mask IO: DICOM (multi-frame or folder), image folders, video, NRRD/NIfTI, .npy; label-map masks.
 
-from .cine import Cine, LazyFrames, read_cine
+Modules: `types` (Cine, LazyFrames, shared helpers), readers (`dicom`, `dicom_folder`, `images`, `video`),
+`cine` (`read_cine`, which dispatches to them) and `masks`.
+"""
+
+from .cine import read_cine
 from .masks import DAVIS_PALETTE, check_mask, read_mask, read_mask_folder, write_mask, write_mask_sequence
+from .types import Cine, LazyFrames
 
 __all__ = [
     "Cine",

@@ -20,7 +20,7 @@ from pydicom.pixels import apply_color_lut, get_decoder, iter_pixels, pixel_arra
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from ..errors import InputError
-from .cine import (
+from .types import (
     DICOM_SUFFIXES,
     Cine,
     IntensityMap,

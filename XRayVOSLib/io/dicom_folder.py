@@ -12,7 +12,7 @@ from pydicom.pixels import pixel_array
 from pydicom.valuerep import DA, DT, TM
 
 from ..errors import InputError
-from .cine import Cine, IntensityMap, LazyFrames, natural_key, require_frames, warn_colour
+from .types import Cine, IntensityMap, LazyFrames, natural_key, require_frames, warn_colour
 from .dicom import (
     PixelValues,
     check_decoder,

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import InputError
-from .cine import (
+from .types import (
     IMAGE_SUFFIXES,
     NIFTI_SUFFIXES,
     Cine,

@@ -12,7 +12,7 @@ import av
 import numpy as np
 
 from ..errors import InputError
-from .cine import ASSUMED_FPS, Cine, even_times, require_frames, warn_colour
+from .types import ASSUMED_FPS, Cine, even_times, require_frames, warn_colour
 
 _DEEP_GREY = ("gray16le", "gray16be", "gray12le", "gray12be", "gray10le", "gray10be")
 
