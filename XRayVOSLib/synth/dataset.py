@@ -19,6 +19,7 @@ import numpy as np
 
 from XRayVOSLib.errors import InputError
 from XRayVOSLib.io.masks import write_mask_sequence
+from XRayVOSLib.synth.generate import SynthConfig, generate_cine
 
 META_NAME = "meta.json"
 
@@ -51,11 +52,9 @@ def _clear_pngs(folder: Path) -> None:
             p.unlink()
 
 
-def write_davis_dataset(root, num_videos: int, num_frames: int, size: int, seed: int = 0,
-                        config=None, progress: bool = False) -> list[str]:
+def write_davis_dataset(root: str | Path, num_videos: int, num_frames: int, size: int, seed: int = 0,
+                        config: SynthConfig | None = None, progress: bool = False) -> list[str]:
     """Generate `num_videos` cines and write them under `root`; returns the video names."""
-    from XRayVOSLib.synth import SynthConfig, generate_cine
-
     if int(num_videos) < 1:
         raise InputError(f"num_videos must be >= 1, got {num_videos}")
     cfg = config or SynthConfig()
