@@ -27,7 +27,9 @@ $(VENV)/.installed-slicer: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/xrayvos demo --out xrayvos_demo
 
+# Lint first (ruff is pinned in pyproject's test extra; settings in [tool.ruff]), then every test.
 test: install install-slicer
+	$(VENV)/bin/ruff check XRayVOSLib XRayVOS Testing tools
 	$(PY) -m pytest -q Testing
 
 bench: install
