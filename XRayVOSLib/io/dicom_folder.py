@@ -12,7 +12,6 @@ from pydicom.pixels import pixel_array
 from pydicom.valuerep import DA, DT, TM
 
 from ..errors import InputError
-from .types import Cine, IntensityMap, LazyFrames, natural_key, require_frames, warn_colour
 from .dicom import (
     PixelValues,
     check_decoder,
@@ -24,6 +23,7 @@ from .dicom import (
     read_header,
     read_multiframe,
 )
+from .types import Cine, IntensityMap, LazyFrames, natural_key, require_frames, warn_colour
 
 
 def folder_has_dicom(folder: Path) -> bool:
