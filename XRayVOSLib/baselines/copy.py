@@ -1,45 +1,42 @@
 """`copy` baseline: every frame gets the mask of its nearest support frame (ties go to the earlier one).
 
 It shows how much of a score comes from the object simply staying put; any method worth using must beat it.
+Run through the shared pass loop: each pass hands on its support's one-hot mask unchanged, and the merge's
+weights make the nearer support win every pixel where two supports disagree (propagation/merge.py: at the
+midpoint, the earlier support).
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from XRayVOSLib.errors import CancelledError
-from XRayVOSLib.inference.validate import check_frames, check_supports
-from XRayVOSLib.methods import CancelToken, ProgressFn
+from XRayVOSLib.propagation.merge import labels_to_onehot
+from XRayVOSLib.propagation.pipeline import PassMethod
+from XRayVOSLib.propagation.plan import Pass
 
 
-class CopyPropagator:
-    """Propagation method with the shared `propagate` signature (see XRayVOSLib.methods)."""
+class CopyStepper:
+    def start(self, frames: Any, supports: Mapping[int, np.ndarray], object_ids: list[int],
+              passes: Sequence[Pass]) -> None:
+        self.onehots = {t: labels_to_onehot(np.asarray(m), object_ids) for t, m in supports.items()}
+        self.frames = frames
+
+    def start_pass(self, p: Pass) -> None:
+        self.current = self.onehots[p.source]
+
+    def step(self, t: int) -> np.ndarray:
+        return self.current
+
+    def image(self, t: int) -> np.ndarray:  # never called: the baselines run without fusion
+        raise NotImplementedError("copy reads no image")
+
+
+class CopyPropagator(PassMethod):
+    """Propagation method with the shared signature (propagation.types.PropagationMethod)."""
 
     name = "copy"
 
-    def propagate(
-        self,
-        frames: np.ndarray,
-        supports: Mapping[int, np.ndarray],
-        progress: ProgressFn | None = None,
-        cancel: CancelToken | None = None,
-    ) -> np.ndarray:
-        """Label maps [T, H, W] uint8; support frames are returned as given; progress counts non-support frames."""
-        frames = check_frames(frames)
-        num_frames = frames.shape[0]
-        checked, _ = check_supports(supports, num_frames, frames.shape[1:])
-        support_frames = sorted(checked)
-        out = np.zeros(frames.shape, dtype=np.uint8)
-        for t in support_frames:
-            out[t] = checked[t]
-        todo = [t for t in range(num_frames) if t not in checked]
-        for done, t in enumerate(todo, start=1):
-            if cancel is not None and cancel.is_set():
-                raise CancelledError(f"copy: cancelled at frame {t}")
-            nearest = min(support_frames, key=lambda s: (abs(s - t), s))  # (distance, index): ties -> earlier
-            out[t] = checked[nearest]
-            if progress is not None:
-                progress(done, len(todo))
-        return out
+    def stepper(self) -> CopyStepper:
+        return CopyStepper()

@@ -1,12 +1,11 @@
-"""Faster CPU inference: trace the key encoder (and the pixel refiner) per input size; TorchScript fuses them.
+"""Faster CPU inference: trace the key encoder per input size; TorchScript fuses it.
 
 `torch.jit.optimize_for_inference` folds the frozen BatchNorms into the convolutions and runs them
 through oneDNN; on the 2-core dev machine the MobileNetV2 trunk at 512x512 drops from ~100-120 ms to
 ~30-40 ms. The value encoder and the decoder stay eager: traced, they were no faster (decoder 17 ms
 either way, value encoder 22 ms) and their tracing added ~0.75 s to the warm-up (one-off measurement
 at 512x512, torch 2.13). Tracing and optimising the trunk costs ~0.9 s per input size, so by default
-("auto") the engine only turns it on for runs long enough to repay it. The pixel refiner (model.refine),
-small convs at stride 2, halves when traced: 31 -> 16 ms for one object at 512x512 (one-off measurement).
+("auto") the engine only turns it on for runs long enough to repay it.
 If tracing fails (an exotic torch build), we fall back to eager mode with a warning: same results, slower.
 """
 
@@ -32,7 +31,7 @@ class _KeyPart(nn.Module):
 
 
 class AcceleratedNetwork:
-    """encode_query and the refiner through per-shape traced, optimised modules (CPU only); the rest eager."""
+    """encode_query through per-shape traced, optimised modules (CPU only); the rest eager."""
 
     def __init__(self, net: LocalMatchingNetwork, enabled: bool = True) -> None:
         self.net = net
@@ -67,13 +66,5 @@ class AcceleratedNetwork:
     def encode_value(self, q: QueryFeatures, masks: torch.Tensor) -> torch.Tensor:
         return self.net.encode_value(q, masks)
 
-    def decode(self, readout: torch.Tensor, q: QueryFeatures, prior: torch.Tensor | None = None) -> torch.Tensor:
-        decoder, size = self.net.decoder, tuple(q.image.shape[-2:])
-        if decoder.refine is None:
-            return decoder(readout, q, size)
-        logits = decoder.coarse(readout, q, size)
-        example = (logits, q.image, q.skips[-1])
-        if decoder.refine.prior_conv is not None and prior is not None:
-            example = example + (prior.flatten(0, 1)[:, None].to(logits.dtype),)
-        logits = self._get("refine", decoder.refine, example)(*example)
-        return logits.view(readout.shape[0], readout.shape[1], *size)
+    def decode(self, readout: torch.Tensor, q: QueryFeatures) -> torch.Tensor:
+        return self.net.decoder(readout, q, tuple(q.image.shape[-2:]))

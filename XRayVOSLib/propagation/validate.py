@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -63,3 +63,20 @@ def check_supports(
         object_ids |= ids
         checked[t] = labels.astype(np.uint8)
     return checked, sorted(object_ids)
+
+
+def check_cine(frames: Any, name: str = "frames") -> Any:
+    """A cine a method may read frame by frame: an ndarray is checked whole ([T, H, W], finite, >= 2 frames,
+    >= 16 px); a lazy cine (anything with .shape and [t], e.g. io.LazyFrames) is checked by its shape only,
+    so that nothing is decoded twice."""
+    lazy = hasattr(frames, "__getitem__") and hasattr(frames, "shape") and not isinstance(frames, np.ndarray)
+    if not lazy:
+        return check_frames(np.asarray(frames), name)
+    shape = tuple(frames.shape)
+    if len(shape) != 3:
+        raise InputError(f"{name}: expected a cine of shape [T, H, W], got shape {shape}")
+    if shape[0] < 2:
+        raise InputError(f"{name}: a cine needs at least 2 frames, got {shape[0]}")
+    if shape[1] < 16 or shape[2] < 16:
+        raise InputError(f"{name}: frames of {shape[1]}x{shape[2]} are too small (minimum 16x16)")
+    return frames
