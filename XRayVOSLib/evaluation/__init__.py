@@ -1,5 +1,8 @@
 """Evaluation: run methods on a DAVIS-layout data set (`evaluate_methods`), score prediction folders
-against ground truth (`evaluate_folders`), write results.json / results.csv / plots."""
+against ground truth (`evaluate_folders`), write results.json / results.csv / plots.
+
+The research diagnostics built on it (model card, drift, confusion, resolution bound) are scripts in the
+repository's tools/, not part of the package."""
 
 from XRayVOSLib.evaluation.runner import (
     choose_support_frames,

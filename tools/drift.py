@@ -4,7 +4,7 @@ It separates two kinds of error: drift (J falls as frames get farther from the s
 does) and per-frame precision (J is the same one frame away as thirty, as a network that re-segments every
 frame shows when thin objects lose a pixel along each edge).
 
-    python -m XRayVOSLib.evaluation.drift runs/card/methods_one_support/results.json
+    python tools/drift.py runs/card/methods_one_support/results.json
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Each ground-truth object mask is area-pooled to stride s, upsampled back bilinea
 0.5, as a decoder that predicted perfect probabilities at that stride (and upsampled them) would draw it.
 Thin guidewires vanish at stride 4: this is why the decoder has a sub-pixel detail head.
 
-    python -m XRayVOSLib.evaluation.resolution --data runs/heldout320 --strides 2,4,8
+    python tools/resolution.py --data runs/heldout320 --strides 2,4,8
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The model card's figures in one command: methods, one vs two supports, and the k and r sweeps.
 
-    python -m XRayVOSLib.evaluation.card --data runs/heldout320 --model models/xrayvos_default.safetensors \
+    python tools/card.py --data runs/heldout320 --model models/xrayvos_default.safetensors \
         --out runs/card320
 
 Every figure is a held-out J&F from `evaluate_methods`; results go to OUT/card.json and OUT/card.md.

@@ -5,7 +5,7 @@ those of one synthetic kind, e.g. "guidewire"), counts its ground-truth pixels i
 that came out as background and as some other object. A high "other object" share means the failure is
 identity where objects overlap (a wire running inside a catheter), not a lost thin structure.
 
-    python -m XRayVOSLib.evaluation.confusion --data runs/heldout320 --kind guidewire
+    python tools/confusion.py --data runs/heldout320 --kind guidewire
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from XRayVOSLib.evaluation.card import synthetic_kinds
+from card import synthetic_kinds  # tools/card.py: the script's own folder is first on sys.path
 from XRayVOSLib.evaluation.runner import read_frames
 from XRayVOSLib.io import read_mask_folder
 
@@ -51,6 +51,7 @@ def missed_pixels(data: Path, propagator, kind: str | None = None) -> dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     from XRayVOSLib.inference.propagator import Propagator
+    from XRayVOSLib.settings import RunSettings
 
     parser = argparse.ArgumentParser(description="where an object's missed pixels go (background or another object)")
     parser.add_argument("--data", type=Path, required=True, help="DAVIS-layout folder")
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="checkpoint (default: the shipped one)")
     parser.add_argument("--matching", default="local", choices=("local", "global"))
     args = parser.parse_args(argv)
-    prop = Propagator.load(args.model, device="cpu", matching=args.matching)
+    prop = Propagator.load(args.model, RunSettings.from_model(args.model, device="cpu", method=args.matching))
     r = missed_pixels(args.data, prop, args.kind)
     print(f"{r['objects']} objects, {r['pixels']} ground-truth pixels in predicted frames: "
           f"{r['as_background']:.3f} predicted as background, {r['as_other_object']:.3f} as another object")
