@@ -1,8 +1,8 @@
-"""`xrayvos bench`: fps and peak memory of local vs global matching on synthetic cines.
+"""`xrayvos bench`: fps and peak memory of the shipped pipeline, the network alone and the flow baseline.
 
-    xrayvos bench                         # 512x512; 1 and 5 objects; T = 100 and 300; stride 16
-    xrayvos bench --stride 16,8           # also stride 8 (untrained stride-8 net if the checkpoint is 16)
-    xrayvos bench --quick                 # T = 20, 1 object, local only, 128x128: a smoke test
+    xrayvos bench                         # 512x512; 1 and 5 objects; T = 100 and 300
+    xrayvos bench --compare shipped,global  # other variants (inference/bench.py VARIANTS)
+    xrayvos bench --quick                 # T = 20, 1 object, shipped only, 128x128: a smoke test
 
 Every run is a fresh subprocess (see XRayVOSLib.inference.bench for what each figure means).
 """
@@ -13,6 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
+from XRayVOSLib.cli.settings_options import add_settings_options, settings_from_args
 from XRayVOSLib.errors import InputError
 
 
@@ -29,29 +30,28 @@ def int_list(text: str, name: str, allowed: tuple[int, ...] | None = None, low: 
 
 
 def run(args: argparse.Namespace) -> int:
-    from XRayVOSLib.inference.bench import BenchCase, format_table, run_benchmark
-    from XRayVOSLib.inference.propagator import resolve_device
+    from XRayVOSLib.inference.bench import VARIANTS, BenchCase, format_table, run_benchmark
+    from XRayVOSLib.runtime import resolve_device
 
-    device = str(resolve_device(args.device))  # fail fast on --device cuda without a GPU
-    strides = int_list(args.stride, "--stride", allowed=(8, 16))
+    settings = settings_from_args(args)
+    settings = settings.replace(device=str(resolve_device(settings.device)))  # fail fast without a GPU
+    variants = tuple(v.strip() for v in args.compare.split(",") if v.strip())
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if not variants or unknown:
+        raise InputError(f"--compare {args.compare!r}: choose from {', '.join(VARIANTS)}")
     if args.quick:
-        objects, lengths, matchings = [1], [20], ("local",)
+        objects, lengths, variants = [1], [20], ("shipped",)
         size = args.size or 128
     else:
         objects = int_list(args.objects, "--objects")
         lengths = int_list(args.frames, "--frames", low=2)
-        matchings = ("local", "global")
         size = args.size or 512
     if not 64 <= size <= 4096:
         raise InputError(f"--size {size}: must be between 64 and 4096")
-    if args.window < 1 or args.memory_every < 1:
-        raise InputError(f"--window {args.window} / --memory-every {args.memory_every}: both must be >= 1")
     if args.model and not Path(args.model).is_file():
         raise InputError(f"--model {args.model}: no such file")
-    base = BenchCase(size=size, window=args.window, memory_every=args.memory_every, device=device,
-                     model=args.model, accelerate=not args.no_jit, temporal_blend=args.temporal_blend,
-                     support_warp=args.support_warp, area_prior=args.area_prior)
-    results = run_benchmark(base, objects, lengths, strides[:1] if args.quick else strides, matchings)
+    base = BenchCase(settings=settings.to_dict(), size=size, model=args.model, accelerate=not args.no_jit)
+    results = run_benchmark(base, objects, lengths, variants)
     print(format_table(results))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -63,30 +63,20 @@ def run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "bench",
-        help="measure fps and peak memory of local vs global matching",
+        help="measure fps and peak memory of the shipped pipeline and what it is compared with",
         description=(
-            "Propagate the ground truth of frame 0 through synthetic cines with local and with global "
-            "matching, one fresh process per run, and print fps, fps after warm-up, and peak memory, "
-            "with local/global ratios."
+            "Propagate the ground truth of frame 0 through synthetic cines with the shipped pipeline and the "
+            "--compare variants (the network alone, the flow baseline, ...), one fresh process per run, and "
+            "print fps, fps after warm-up, peak memory and the speed relative to the shipped pipeline."
         ),
     )
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--size", type=int, help="frame size in pixels (default 512; 128 with --quick)")
     parser.add_argument("--frames", default="100,300", metavar="T,T", help="cine lengths (default 100,300)")
     parser.add_argument("--objects", default="1,5", metavar="K,K", help="object counts (default 1,5)")
-    parser.add_argument("--stride", default="16", metavar="S[,S]",
-                        help="matching stride(s), 16 and/or 8; a checkpoint of another stride is replaced "
-                             "by an untrained network of the wanted stride (speed only)")
-    parser.add_argument("--window", type=int, default=15, help="local window k (default 15)")
-    parser.add_argument("--memory-every", type=int, default=6, metavar="R", help="memory interval (default 6)")
-    parser.add_argument("--model", metavar="PATH", help="checkpoint (default: the shipped one, else untrained)")
+    parser.add_argument("--compare", default="shipped,network,flow", metavar="V,V",
+                        help="variants: shipped, network (alone), global, flow, flow-support, copy")
+    add_settings_options(parser, method=False, fusion=True)
     parser.add_argument("--no-jit", action="store_true", help="eager PyTorch instead of TorchScript tracing")
-    parser.add_argument("--temporal-blend", type=float, metavar="A",
-                        help="temporal fusion weight (default: the model's; 0 measures the network alone)")
-    parser.add_argument("--support-warp", type=float, metavar="D",
-                        help="support anchor weight (default: the model's; 0 turns it off)")
-    parser.add_argument("--area-prior", action=argparse.BooleanOptionalAction, default=None,
-                        help="per-object area thresholds (default: the model's setting)")
     parser.add_argument("--quick", action="store_true", help="one short run (T=20, 1 object, local) as a smoke test")
     parser.add_argument("--json", metavar="OUT", help="also write every run's figures as JSON")
     parser.set_defaults(func=run)

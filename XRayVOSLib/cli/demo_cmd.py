@@ -37,17 +37,18 @@ def propagate_and_score(cine, out_dir: Path) -> dict[str, Path]:
     from XRayVOSLib.io.masks import write_mask_sequence
     from XRayVOSLib.metrics.aggregate import score_video, summarize
     from XRayVOSLib.methods import make_method
+    from XRayVOSLib.settings import RunSettings
 
     gt = {t: cine.labels[t] for t in range(len(cine.labels))}
     supports = {0: cine.labels[0]}
-    propagator = Propagator.load(None, device="auto", matching="local")
+    propagator = Propagator.load(None)
     if not propagator.trained:
         print("WARNING: no trained model was found; the propagation below uses UNTRAINED weights.")
     elif propagator.info.get("note"):
         print(f"NOTE on the model: {propagator.info['note']}")
     results: dict[str, dict] = {}
     paths: dict[str, Path] = {}
-    for name, method in (("local", propagator), ("flow", make_method("flow"))):
+    for name, method in (("local", propagator), ("flow", make_method(RunSettings(method="flow")))):
         start = time.perf_counter()
         labels = method.propagate(cine.frames, supports)
         seconds = time.perf_counter() - start

@@ -6,9 +6,9 @@ import argparse
 from typing import Any
 
 from XRayVOSLib.cli.eval_cmd import format_table, parse_spacing
-from XRayVOSLib.cli.network_options import add_network_options, network_kwargs
+from XRayVOSLib.cli.settings_options import add_settings_options, settings_from_args
 from XRayVOSLib.errors import InputError
-from XRayVOSLib.methods import METHODS
+from XRayVOSLib.settings import METHODS
 
 
 def method_rows(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -25,8 +25,7 @@ def run(args: argparse.Namespace) -> int:
     results = evaluate_methods(
         args.data, methods, supports=args.supports, out_dir=args.out, videos=args.videos,
         categories=args.categories, spacing=parse_spacing(args.spacing), save_masks=args.save_masks,
-        log=stderr_log, model=args.model, device=args.device, window=args.window, memory_every=args.memory_every,
-        **network_kwargs(args),
+        log=stderr_log, settings=settings_from_args(args, method=methods[0]), model=args.model,
     )
     print(f"{len(results['videos'])} videos, supports: {results['supports']}")
     with_mm = any("hd95_mm" in r["dataset"] for r in results["methods"].values())
@@ -53,11 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
     parser.add_argument("--out", metavar="DIR", help="write results.json, results.csv and PNG plots here")
-    parser.add_argument("--model", metavar="PATH", help="checkpoint for the network methods")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (network methods)")
-    parser.add_argument("--window", type=int, default=15, help="local matching window (network methods)")
-    parser.add_argument("--memory-every", type=int, default=6, help="add a memory frame every N frames")
-    add_network_options(parser)
+    add_settings_options(parser, method=False, fusion=True)
     parser.add_argument("--videos", type=int, metavar="N", help="only the first N videos (sorted by name)")
     parser.add_argument("--categories", metavar="FILE.json", help='{"video": {"object id": "seen"|"unseen"}}')
     parser.add_argument("--spacing", metavar="MM", help="pixel spacing for HD95 in mm: 'S' or 'ROW,COL'")

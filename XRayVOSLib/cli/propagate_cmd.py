@@ -3,29 +3,24 @@
 Output
     OUT_DIR/%05d.png   one DAVIS palette label map per input frame (object ids as in the support masks),
                        written as frames finish (network methods), so memory stays bounded on long cines.
-    OUT_DIR/run.json   written last, atomically: input, frames, height, width, objects, supports, device,
-                       matching, window, memory_every, model ("untrained", a path, or null for the baselines),
-                       model_trained, seconds, fps (non-support frames / seconds), peak_memory_mb, version.
+    OUT_DIR/run.json   written last, atomically: input, frames, height, width, objects, supports, settings
+                       (RunSettings.to_dict, device resolved), model ("untrained", a path, or null for the
+                       baselines), model_trained, seconds, fps (non-support frames / seconds), peak_memory_mb,
+                       xrayvos_version.
 A stale OUT_DIR/run.json is deleted at the start, so run.json exists only after a complete run.
 
-Cancelling: Ctrl-C (SIGINT) or SIGTERM stops within one frame and exits 130 / 143. PNGs finished so far
+Cancelling: Ctrl-C (SIGINT) or SIGTERM stops within one frame and exits 130. PNGs finished so far
 stay in OUT_DIR; run.json is not written, which is how a caller tells a partial run from a complete one.
 
---progress-json (for the Slicer module's background worker): stdout carries only JSON, one object per line:
-    {"event": "started", "method": m, "frames": T, "supports": [t, ...], "device": d}   model loaded
-    {"event": "progress", "done": d, "total": n}    after each frame visit; n counts visits, so a frame
-                                                    between two supports (two passes) counts twice
-    {"event": "done", "out": OUT_DIR, "run_json": PATH, "frames": T, "seconds": s, "fps": f}   last line
-    {"event": "cancelled", "done": d, "total": n}   instead of "done" after SIGINT / SIGTERM
-    {"event": "error", "message": "..."}            instead of "done" on bad input (also on stderr)
-No tqdm bar is drawn in this mode; warnings (e.g. an untrained model) go to stderr as plain lines.
-Exit status: 0 done, 2 bad input (one line on stderr), 130 / 143 cancelled.
+--progress-json (for scripts and the Slicer module): stdout carries only the JSON event lines of
+XRayVOSLib/events.py ("started" with method, frames, supports, device; "progress"; then "done" with out,
+run_json, frames, seconds, fps, or "cancelled", or "error"); no tqdm bar is drawn; warnings (e.g. an
+untrained model) go to stderr. Exit codes: events.EXIT_CODES.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import signal
 import sys
@@ -33,14 +28,16 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
 from XRayVOSLib import __version__
-from XRayVOSLib.cli.network_options import add_network_options, network_kwargs
+from XRayVOSLib.cli.settings_options import add_settings_options, settings_from_args
 from XRayVOSLib.errors import CancelledError, InputError, XRayVOSError
-from XRayVOSLib.methods import METHODS, NETWORK_METHODS
+from XRayVOSLib.events import EXIT_CANCELLED, emit
+from XRayVOSLib.runtime import cancel_on_signals, peak_memory_mb
+from XRayVOSLib.settings import RunSettings
 
 
 def parse_support(text: str) -> tuple[int, Path]:
@@ -74,17 +71,6 @@ def load_supports(specs: list[str], num_frames: int, frame_shape: tuple[int, int
     return supports, sorted(records, key=lambda r: r["frame"])
 
 
-def peak_memory_mb(device: str) -> float | None:
-    """CUDA: peak allocated by torch since the last reset. CPU: this process's RSS high-water mark."""
-    if device.startswith("cuda"):
-        import torch
-
-        return torch.cuda.max_memory_allocated() / 2**20
-    from XRayVOSLib.inference.bench import peak_rss_mb
-
-    return peak_rss_mb()
-
-
 class _Progress:
     """Fans the method's progress(done, total) out to a tqdm bar and/or JSON lines on stdout."""
 
@@ -102,64 +88,27 @@ class _Progress:
                 self.bar = tqdm(total=total, unit="frame", desc="propagate", file=sys.stderr)
             self.bar.update(done - self.bar.n)
         if self.json_lines:
-            emit({"event": "progress", "done": done, "total": total})
+            emit("progress", done=done, total=total)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
 
 
-def emit(obj: dict) -> None:
-    print(json.dumps(obj), flush=True)
-
-
-@contextlib.contextmanager
-def cancel_on_signals(event: threading.Event) -> Iterator[list[int]]:
-    """SIGINT/SIGTERM set `event` (the engine stops at the next frame); a second SIGINT interrupts at once.
-
-    Yields a list that receives the signal numbers caught. Outside the main thread (signal handlers cannot
-    be installed there) it does nothing: the caller's own cancel mechanism applies.
-    """
-    caught: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield caught
-        return
-
-    def handler(signum: int, _frame: Any) -> None:
-        if signum == signal.SIGINT and caught:
-            raise KeyboardInterrupt
-        caught.append(signum)
-        event.set()
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield caught
-    finally:
-        for s, old in previous.items():
-            signal.signal(s, old)
-
-
-def build_method(args: argparse.Namespace) -> tuple[Any, dict]:
+def build_method(settings: RunSettings, model: str | None) -> tuple[Any, dict]:
     """The propagation method and its run.json fields (device, model, model_trained)."""
     from XRayVOSLib.methods import make_method
 
-    if args.matching not in METHODS:
-        raise InputError(f"--matching {args.matching!r}: choose one of {', '.join(METHODS)}")
-    if args.matching not in NETWORK_METHODS:
-        return make_method(args.matching), {"device": "cpu", "model": None, "model_trained": False}
+    if not settings.uses_network:
+        return make_method(settings), {"device": "cpu", "model": None, "model_trained": False}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="no trained XRayVOS model")  # we print our own line
-        method = make_method(args.matching, model=args.model, device=args.device, window=args.window,
-                             memory_every=args.memory_every, **network_kwargs(args))
-    if args.no_jit:
-        method.engine.set_acceleration(False)  # eager: no per-shape tracing warm-up (short cines, debugging)
+        method = make_method(settings, model)
     source = method.info.get("source", "untrained")
     if not method.trained:
         what = "no trained model found (models/ is empty, no --model)" if source == "untrained" else f"model {source}"
         print(f"xrayvos propagate: warning: {what}: running with UNTRAINED weights, the masks will be meaningless",
               file=sys.stderr, flush=True)
-    elif method.info.get("note"):
-        print(f"xrayvos propagate: note on the model: {method.info['note']}", file=sys.stderr, flush=True)
     return method, {"device": str(method.device), "model": str(source), "model_trained": method.trained}
 
 
@@ -169,14 +118,9 @@ def propagate_to_folder(method: Any, frames: Any, supports: dict, out_dir: Path,
     from XRayVOSLib.io import write_mask_sequence
 
     written = 0
-    if hasattr(method, "iter_propagate"):
-        for t, labels in method.iter_propagate(frames, supports, progress=progress, cancel=cancel):
-            write_mask_sequence(out_dir, np.asarray(labels)[None], start=t)
-            written += 1
-    else:  # baselines return the whole stack at the end
-        labels = method.propagate(np.asarray(frames), supports, progress=progress, cancel=cancel)
-        write_mask_sequence(out_dir, labels)
-        written = len(labels)
+    for t, labels in method.iter_propagate(frames, supports, progress=progress, cancel=cancel):
+        write_mask_sequence(out_dir, np.asarray(labels)[None], start=t)
+        written += 1
     return written
 
 
@@ -185,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         return _run(args)
     except XRayVOSError as exc:
         if args.progress_json and not isinstance(exc, CancelledError):
-            emit({"event": "error", "message": str(exc)})
+            emit("error", message=str(exc))
         raise
 
 
@@ -196,12 +140,13 @@ def _run(args: argparse.Namespace) -> int:
     out_dir = Path(args.out).expanduser()
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out {out_dir}: exists and is not a folder")
+    settings = settings_from_args(args)  # bad settings fail before the cine is read
     cine = read_cine(args.input)
     num_frames, height, width = (int(s) for s in cine.frames.shape)
     supports, support_records = load_supports(args.support, num_frames, (height, width))
     cancel = threading.Event()
     with cancel_on_signals(cancel) as caught:
-        method, fields = build_method(args)
+        method, fields = build_method(settings, args.model)
         if fields["device"].startswith("cuda"):
             import torch
 
@@ -211,8 +156,8 @@ def _run(args: argparse.Namespace) -> int:
         run_json.unlink(missing_ok=True)  # a stale run.json would make a partial run look complete
         progress = _Progress(bar=not args.quiet and not args.progress_json, json_lines=args.progress_json)
         if args.progress_json:
-            emit({"event": "started", "method": args.matching, "frames": num_frames, "supports": sorted(supports),
-                  "device": fields["device"]})
+            emit("started", method=settings.method, frames=num_frames, supports=sorted(supports),
+                 device=fields["device"])
         t0 = time.perf_counter()
         try:
             if cancel.is_set():
@@ -222,10 +167,10 @@ def _run(args: argparse.Namespace) -> int:
             progress.close()
             signum = caught[0] if caught else signal.SIGINT
             if args.progress_json:
-                emit({"event": "cancelled", "done": progress.done, "total": progress.total})
+                emit("cancelled", done=progress.done, total=progress.total)
             print(f"xrayvos propagate: cancelled ({signal.Signals(signum).name}) after {progress.done}/"
                   f"{progress.total} frames; {out_dir} holds partial PNGs and no run.json", file=sys.stderr)
-            return 128 + int(signum)
+            return EXIT_CANCELLED
         seconds = time.perf_counter() - t0
         progress.close()
     predicted = num_frames - len(supports)
@@ -237,11 +182,7 @@ def _run(args: argparse.Namespace) -> int:
         "objects": sorted({i for r in support_records for i in r["objects"]}),
         "supports": support_records,
         **fields,
-        "matching": args.matching,
-        "window": args.window,
-        "memory_every": args.memory_every,
-        **{key: getattr(getattr(method, "settings", None), key, None)  # None for the baselines
-           for key in ("object_threshold", "temporal_blend", "support_warp", "area_prior")},
+        "settings": {**settings.to_dict(), "device": fields["device"]},
         "seconds": round(seconds, 3),
         "total_seconds": round(time.perf_counter() - started, 3),  # + reading the cine, loading the model
         "fps": round(predicted / seconds, 3) if seconds > 0 else None,
@@ -253,10 +194,10 @@ def _run(args: argparse.Namespace) -> int:
     tmp.write_text(json.dumps(record, indent=1) + "\n")
     tmp.replace(run_json)  # atomic: run.json is either absent or complete
     if args.progress_json:
-        emit({"event": "done", "out": str(out_dir), "run_json": str(run_json), "frames": num_frames,
-              "seconds": record["seconds"], "fps": record["fps"]})
+        emit("done", out=str(out_dir), run_json=str(run_json), frames=num_frames, seconds=record["seconds"],
+             fps=record["fps"])
     elif not args.quiet:
-        print(f"wrote {num_frames} masks and run.json to {out_dir} ({record['fps']} frames/s, {args.matching})")
+        print(f"wrote {num_frames} masks and run.json to {out_dir} ({record['fps']} frames/s, {settings.method})")
     return 0
 
 
@@ -272,23 +213,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Propagate the label maps given for some frames (--support T:MASK, T 0-based) to every frame of "
             "INPUT (DICOM, folder of DICOMs or images, video, NRRD/NIfTI, .npy). Writes OUT_DIR/%05d.png "
             "(DAVIS palette) as frames finish and OUT_DIR/run.json at the very end; Ctrl-C/SIGTERM stops "
-            "cleanly without run.json. See the module docstring for the --progress-json line format."
+            "cleanly without run.json. --progress-json prints the JSON events of XRayVOSLib/events.py."
         ),
     )
     parser.add_argument("input", metavar="INPUT", help="the cine")
     parser.add_argument("--support", action="append", required=True, metavar="T:MASK",
                         help="frame index and label-map mask (PNG, NRRD, NPY); repeat for several frames")
     parser.add_argument("--out", required=True, metavar="OUT_DIR", help="folder for %%05d.png masks and run.json")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
-    parser.add_argument("--matching", default="local", metavar="METHOD",
-                        help=f"{' | '.join(METHODS)} (default local; flow and copy are baselines)")
-    parser.add_argument("--window", type=int, default=15, help="local matching window k (default 15)")
-    parser.add_argument("--memory-every", type=int, default=6, metavar="R",
-                        help="add a predicted frame to memory every R frames (default 6)")
-    add_network_options(parser)
-    parser.add_argument("--model", metavar="PATH", help="checkpoint (default: the shipped model)")
-    parser.add_argument("--no-jit", action="store_true",
-                        help="run the network eagerly, without TorchScript tracing (no warm-up, slower per frame)")
+    add_settings_options(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
     parser.add_argument("--progress-json", action="store_true",
                         help="print progress as JSON lines on stdout (for scripts and the Slicer module)")

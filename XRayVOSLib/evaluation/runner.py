@@ -32,6 +32,7 @@ from XRayVOSLib.metrics.aggregate import (
     summarize,
 )
 from XRayVOSLib.metrics.distance import Spacing
+from XRayVOSLib.settings import RunSettings
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 SUPPORT_MODES = ("first", "first+middle")
@@ -154,14 +155,15 @@ def evaluate_methods(
     save_masks: bool = False,
     plots: bool = True,
     log: LogFn | None = None,
-    **method_kwargs: Any,
+    settings: RunSettings | None = None,
+    model: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run every method (through make_method) on every video with the same supports, score, and report.
 
     Returns the results dict that is also written to OUT/results.json. With out_dir: results.json,
     results.csv, j_curve_<video>.png, worst_<method>.png (when matplotlib is installed), and with
-    save_masks the predictions as OUT/masks/<method>/<video>/%05d.png. method_kwargs go to make_method
-    (model=, device=, window=, memory_every=). spacing (mm/pixel) adds HD95 in mm; without it, a
+    save_masks the predictions as OUT/masks/<method>/<video>/%05d.png. Every method runs with `settings`
+    (default: RunSettings.from_model(model)) but its own `method`. spacing (mm/pixel) adds HD95 in mm; without it, a
     DATA/meta.json with per-video spacing (synthetic data sets) is used when present.
     """
     from XRayVOSLib.methods import make_method
@@ -180,7 +182,8 @@ def evaluate_methods(
     cats = load_categories(categories) if isinstance(categories, (str, Path)) else categories
     log = log or (lambda message: None)
     spacings = dataset_spacing(data_root) if spacing is None else {}
-    runners = {name: make_method(name, **method_kwargs) for name in methods}
+    settings = settings or RunSettings.from_model(model)
+    runners = {name: make_method(settings.replace(method=name), model) for name in methods}
 
     scores: dict[str, list[ObjectScores]] = {m: [] for m in methods}
     seconds = {m: 0.0 for m in methods}
@@ -220,6 +223,8 @@ def evaluate_methods(
         "supports": str(supports) if isinstance(supports, (str, Path)) else "mapping",
         "support_frames": support_frames,
         "videos": names,
+        "settings": settings.to_dict(),
+        "model": None if model is None else str(model),
         "methods": {},
     }
     for name in methods:
