@@ -50,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Propagate each validation video once from its support frames, score the annotated "
                     "frames at every threshold and with the area prior, and (with --out) write a copy of the "
                     "model that carries the winner (decision and threshold). Use cines you do not test on.")
-    p.add_argument("--data", required=True, metavar="DAVIS_ROOT", help="validation folder with JPEGImages/ and Annotations/")
+    p.add_argument("--data", required=True, metavar="DAVIS_ROOT",
+                   help="validation folder with JPEGImages/ and Annotations/")
     p.add_argument("--model", metavar="PATH", help="checkpoint to calibrate (default: the shipped model)")
     p.add_argument("--out", metavar="PATH", help="write the calibrated copy here (must differ from --model)")
     p.add_argument("--thresholds", default=",".join(f"{t:g}" for t in DEFAULT_THRESHOLDS),

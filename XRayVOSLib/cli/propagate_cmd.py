@@ -61,7 +61,8 @@ def load_supports(specs: list[str], num_frames: int, frame_shape: tuple[int, int
     for spec in specs:
         t, path = parse_support(spec)
         if not 0 <= t < num_frames:
-            raise InputError(f"--support {spec!r}: frame {t} is out of range; the cine has {num_frames} frames (0..{num_frames - 1})")
+            raise InputError(f"--support {spec!r}: frame {t} is out of range; the cine has {num_frames} frames "
+                             f"(0..{num_frames - 1})")
         if t in supports:
             raise InputError(f"--support {spec!r}: frame {t} is given twice")
         labels = check_mask(read_mask(path), frame_shape, path)

@@ -98,7 +98,8 @@ def make_cine(objects: int, frames: int, size: int, seed: int = 0) -> tuple[np.n
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        cine = generate_cine(seed, min(BASE_FRAMES, frames), size, SynthConfig(min_objects=objects, max_objects=objects))
+        config = SynthConfig(min_objects=objects, max_objects=objects)
+        cine = generate_cine(seed, min(BASE_FRAMES, frames), size, config)
     base = cine.frames
     period = max(1, 2 * len(base) - 2)
     out = np.empty((frames, size, size), np.uint8)

@@ -45,8 +45,8 @@ def check_supports(
         if labels.shape != tuple(frame_shape):
             raise InputError(
                 f"support frame {t}: mask is {labels.shape[1] if labels.ndim > 1 else '?'}x{labels.shape[0]} "
-                f"(shape {labels.shape}) but frames are {frame_shape[1]}x{frame_shape[0]} (shape {tuple(frame_shape)}); "
-                "nothing is resized"
+                f"(shape {labels.shape}) but frames are {frame_shape[1]}x{frame_shape[0]} "
+                f"(shape {tuple(frame_shape)}); nothing is resized"
             )
         if np.issubdtype(labels.dtype, np.floating):
             if not np.isfinite(labels).all():
