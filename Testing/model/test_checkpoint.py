@@ -1,4 +1,5 @@
-"""Checkpoints: round trip, fp16, mismatched or corrupt files, and TorchScript vs eager agreement."""
+"""Checkpoints: round trip, fp16, mismatched, old-version or corrupt files, metadata rewrites that keep every
+tensor, the shipped model's metadata, and TorchScript vs eager agreement."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from safetensors.torch import save_file
 from XRayVOSLib.errors import ModelError
 from XRayVOSLib.inference.accelerate import AcceleratedNetwork
 from XRayVOSLib.inference.propagator import Propagator
-from XRayVOSLib.model.checkpoint import load_checkpoint, read_metadata, save_checkpoint
-from XRayVOSLib.model.config import ModelConfig
+from XRayVOSLib.model.checkpoint import load_checkpoint, read_metadata, rewrite_info, save_checkpoint
+from XRayVOSLib.model.config import CONFIG_VERSION, ModelConfig
 from XRayVOSLib.model.network import LocalMatchingNetwork
+from XRayVOSLib.model_files import default_model_path
+from XRayVOSLib.settings import RunSettings
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -59,12 +62,13 @@ def test_round_trip_gives_identical_outputs(network: LocalMatchingNetwork, tmp_p
 
 def test_propagator_loads_a_checkpoint_path(network: LocalMatchingNetwork, tmp_path: Path) -> None:
     path = save_checkpoint(tmp_path / "m.safetensors", network, info={"trained": False})
-    prop = Propagator.load(path, device="cpu", accelerate=False)
-    assert prop.trained is False and prop.info["source"] == str(path)
+    settings = RunSettings.from_model(path, device="cpu")
+    prop = Propagator.load(path, settings, accelerate=False)
+    assert prop.trained is False
     frames = np.random.default_rng(0).integers(0, 255, (3, 48, 48), dtype=np.uint8)
     mask = np.zeros((48, 48), np.uint8)
     mask[10:20, 10:30] = 1
-    same = Propagator.load(network, device="cpu", accelerate=False)
+    same = Propagator.load(network, settings, accelerate=False)
     assert np.array_equal(prop.propagate(frames, {0: mask}), same.propagate(frames, {0: mask}))
 
 
@@ -95,9 +99,6 @@ def _rewrite(src: Path, dst: Path, config_edit=None, drop: str | None = None) ->
 
 def test_mismatched_config_or_tensors_raise_model_error(network: LocalMatchingNetwork, tmp_path: Path) -> None:
     good = save_checkpoint(tmp_path / "good.safetensors", network)
-    stride8 = _rewrite(good, tmp_path / "s8.safetensors", lambda c: c.update(stride=8))
-    with pytest.raises(ModelError, match="does not match its config"):
-        load_checkpoint(stride8)
     missing_key = next(iter(network.state_dict()))
     missing = _rewrite(good, tmp_path / "missing.safetensors", drop=missing_key)
     with pytest.raises(ModelError, match=f"missing.*{missing_key}"):
@@ -106,14 +107,71 @@ def test_mismatched_config_or_tensors_raise_model_error(network: LocalMatchingNe
     with pytest.raises(ModelError, match="wrong shape"):
         load_checkpoint(wide)
     unknown = _rewrite(good, tmp_path / "unknown.safetensors", lambda c: c.update(attention_heads=4))
-    with pytest.raises(ModelError, match="unknown model config fields.*attention_heads"):
+    with pytest.raises(ModelError, match=f"unknown.safetensors: unknown model config fields.*attention_heads.*"
+                                         f"version {CONFIG_VERSION}"):
         load_checkpoint(unknown)
-    bad_stride = _rewrite(good, tmp_path / "s4.safetensors", lambda c: c.update(stride=4))
-    with pytest.raises(ModelError, match="stride must be 8 or 16"):
-        load_checkpoint(bad_stride)
     other = _rewrite(good, tmp_path / "arch.safetensors", lambda c: c.update(architecture="stcn-resnet50"))
-    with pytest.raises(ModelError, match="architecture"):
+    with pytest.raises(ModelError, match="arch.safetensors: architecture 'stcn-resnet50'"):
         load_checkpoint(other)
+    short = _rewrite(good, tmp_path / "short.safetensors", lambda c: c.update(decoder_channels=[64, 48]))
+    with pytest.raises(ModelError, match="short.safetensors: .*decoder_channels 3"):
+        load_checkpoint(short)
+
+
+@pytest.mark.parametrize("version", [5, 2, None, "6"])
+def test_a_config_of_another_version_is_refused_naming_the_file(network: LocalMatchingNetwork, tmp_path: Path,
+                                                                 version) -> None:
+    good = save_checkpoint(tmp_path / "good.safetensors", network)
+    def old(config: dict) -> None:  # an older file also stored the stride, then an option
+        config.update(version=version, stride=16)
+        if version is None:
+            del config["version"]
+
+    path = _rewrite(good, tmp_path / "old.safetensors", old)
+    message = f"model file {path}: model config version {version!r} is not supported; this code reads version 6 only"
+    for read in (load_checkpoint, read_metadata):
+        with pytest.raises(ModelError) as caught:
+            read(path)
+        assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+    with pytest.raises(ModelError, match="reads version 6"):  # rewriting its info alone keeps the old config: refused
+        rewrite_info(path, tmp_path / "same.safetensors", {"trained": True})
+
+
+def test_rewrite_keeps_every_tensor_and_can_replace_an_old_config(tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    net = LocalMatchingNetwork().eval()
+    half = save_checkpoint(tmp_path / "half.safetensors", net, info={"steps": 1}, half=True)
+    old = _rewrite(half, tmp_path / "old.safetensors", lambda c: c.update(version=2, stride=16))
+    converted = rewrite_info(old, tmp_path / "new.safetensors", {"steps": 2}, config=ModelConfig())
+    with safe_open(str(half), framework="pt") as a, safe_open(str(converted), framework="pt") as b:
+        assert sorted(a.keys()) == sorted(b.keys())
+        for name in a.keys():
+            x, y = a.get_tensor(name), b.get_tensor(name)
+            assert x.dtype == y.dtype == torch.float16 and torch.equal(x.view(torch.int16), y.view(torch.int16))
+    config, info = read_metadata(converted)
+    assert config == ModelConfig() and info == {"steps": 2}
+    assert not converted.with_name(converted.name + ".partial").exists()
+    # Written in place, the file is replaced whole; a config the tensors do not fit is refused before writing.
+    rewrite_info(converted, converted, {"steps": 3})
+    assert read_metadata(converted)[1] == {"steps": 3}
+    with pytest.raises(ModelError, match="does not match"):
+        rewrite_info(converted, converted, {}, config=ModelConfig(value_dim=64))
+    assert read_metadata(converted)[1] == {"steps": 3}
+
+
+def test_the_shipped_model_loads_and_carries_its_settings() -> None:
+    path = default_model_path()
+    assert path is not None and path.name == "xrayvos_default.safetensors"
+    model, info = load_checkpoint(path)
+    assert model.config == ModelConfig() and info["trained"] and info["steps"] == 7500
+    assert info["settings"] == {"decision": "area-prior", "threshold": 0.35, "temporal_blend": 0.85,
+                                "support_warp": 0.15}
+    assert [stage["config"] for stage in info["stages"]] == ["models/recipe/1_pretrain.json",
+                                                            "models/recipe/2_detail.json"]
+    # How probabilities become labels is carried under "settings" only, nowhere else in the info.
+    assert set(info) == {"trained", "steps", "stages", "note", "settings", "calibration", "init", "init_info",
+                         "train_config"}
+    assert RunSettings.from_model(path) == RunSettings(threshold=0.35)
 
 
 def test_corrupt_missing_or_foreign_files_raise_model_error(network: LocalMatchingNetwork, tmp_path: Path) -> None:
@@ -129,15 +187,6 @@ def test_corrupt_missing_or_foreign_files_raise_model_error(network: LocalMatchi
     save_file({"w": torch.zeros(2)}, str(tmp_path / "foreign.safetensors"))
     with pytest.raises(ModelError, match="no XRayVOS config"):
         load_checkpoint(tmp_path / "foreign.safetensors")
-
-
-def test_stride8_checkpoint_round_trip(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    net = LocalMatchingNetwork(ModelConfig(stride=8)).eval()
-    loaded, _ = load_checkpoint(save_checkpoint(tmp_path / "s8.safetensors", net))
-    assert loaded.stride == 8
-    out = forward(loaded)
-    assert out.shape == (1, 3, 64, 64) and torch.equal(out, forward(net))
 
 
 def test_torchscript_and_eager_agree(network: LocalMatchingNetwork) -> None:

@@ -18,11 +18,14 @@ from XRayVOSLib.errors import InputError
 from XRayVOSLib.inference.propagator import Propagator
 from XRayVOSLib.io import read_mask_folder
 from XRayVOSLib.model.checkpoint import read_metadata, rewrite_info, save_checkpoint
+from XRayVOSLib.model.config import ModelConfig
 from XRayVOSLib.model.network import LocalMatchingNetwork
+from XRayVOSLib.settings import RunSettings
 from XRayVOSLib.synth import write_davis_dataset
 from XRayVOSLib.training.config import TrainConfig
-from XRayVOSLib.training.finetune import pseudo_label
+from XRayVOSLib.training.finetune import inherited_settings, pseudo_label
 from XRayVOSLib.training.loop import Trainer
+from XRayVOSLib.training.validation import validation_jf
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,10 +34,14 @@ REPO = Path(__file__).resolve().parents[2]
 def davis_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("davis")
     write_davis_dataset(root, num_videos=2, num_frames=8, size=96, seed=5)
-    # Sparse labels, as a site would have them: frames 0 and 5 only.
+    # Sparse labels, as a site would have them: frames 0 and 5 only; frames 2 and 3 are held out.
     for video in (root / "Annotations").iterdir():
+        held_out = root / "Validation" / video.name
+        held_out.mkdir(parents=True)
         for png in video.glob("*.png"):
-            if int(png.stem) not in (0, 5):
+            if int(png.stem) in (2, 3):
+                png.rename(held_out / png.name)
+            elif int(png.stem) not in (0, 5):
                 png.unlink()
     return root
 
@@ -73,16 +80,25 @@ def test_training_steps_change_weights_and_resume(davis_root: Path, tmp_path: Pa
     resumed.step = 4
     assert resumed.optimizer.param_groups[1]["lr"] == pytest.approx(resumed.config.lr * resumed._lr_factor())
     config, info = read_metadata(model_path)
-    assert info["trained"] and info["steps"] == 5 and config.stride == 16 and config.detail_head
-    # A state saved with the detail head cannot resume under a config without it: the error says why.
-    with pytest.raises(InputError, match="detail_head: saved True, this config False"):
-        Trainer(tiny_config(davis_root, tmp_path / "run", steps=6, detail_head=False)).resume()
-    prop = Propagator.load(model_path, device="cpu")
+    assert info["trained"] and info["steps"] == 5 and config == ModelConfig()
+    prop = Propagator.load(model_path, RunSettings.from_model(model_path, device="cpu"))
     frames = np.asarray(np.random.default_rng(0).integers(0, 255, (4, 64, 64)), dtype=np.uint8)
     support = np.zeros((64, 64), np.uint8)
     support[20:40, 20:40] = 1
     out = prop.propagate(frames, {0: support})
     assert out.shape == (4, 64, 64) and np.array_equal(out[0], support)
+
+
+def test_resume_refuses_the_state_of_another_network(davis_root: Path, tmp_path: Path) -> None:
+    # A run continued from a narrower init model leaves a state that the default network cannot take.
+    narrow = LocalMatchingNetwork(ModelConfig(value_dim=64))
+    (tmp_path / "run").mkdir()
+    torch.save({"model": narrow.state_dict()}, tmp_path / "run" / "state.pt")
+    trainer = Trainer(tiny_config(davis_root, tmp_path / "run"))
+    with pytest.raises(InputError, match=r"state.pt does not fit this run's network .* tensors differ, e.g. "
+                                         r"\['decoder.compress"):
+        trainer.resume()
+    assert trainer.step == 0
 
 
 def test_pseudo_labels_keep_labelled_frames_exact(davis_root: Path, init_model: Path, tmp_path: Path) -> None:
@@ -99,23 +115,52 @@ def test_pseudo_labels_keep_labelled_frames_exact(davis_root: Path, init_model: 
 def test_finetune_cli_then_propagate(davis_root: Path, init_model: Path, tmp_path: Path, two_shot: bool,
                                      capsys) -> None:
     out = tmp_path / "tuned.safetensors"
+    carried = {"decision": "threshold", "threshold": 0.4, "temporal_blend": 0.7, "support_warp": 0.2}
     calibrated = rewrite_info(init_model, tmp_path / "calibrated.safetensors",
-                              {**read_metadata(init_model)[1], "object_threshold": 0.4, "temporal_blend": 0.7,
-                               "support_warp": 0.2, "area_prior": True})
+                              {**read_metadata(init_model)[1], "settings": carried})
     args = ["finetune", "--data", str(davis_root), "--init", str(calibrated), "--out", str(out), "--steps", "2",
             "--device", "cpu", "--size", "64", "--batch-size", "2", "--progress-json"]
     assert cli_main(args + (["--two-shot"] if two_shot else [])) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert lines[-1]["event"] == "done" and lines[-1]["two_shot"] == two_shot
-    assert [e["step"] for e in lines if e["event"] == "progress"][-1] == 2
+    assert [e["done"] for e in lines if e["event"] == "progress"][-1] == 2
     assert out.is_file() and not out.with_name(out.name + ".partial").exists()
-    prop = Propagator.load(out, device="cpu")
-    assert prop.trained
-    # The fine-tune keeps its start's calibrated threshold (it would otherwise fall back to 0.5).
-    assert lines[-1]["object_threshold"] == 0.4 and prop.settings.object_threshold == 0.4
-    assert read_metadata(out)[1]["object_threshold_from"] == str(calibrated)
-    # ... and its output settings: fusion weights and the area prior
-    assert (prop.settings.temporal_blend, prop.settings.support_warp, prop.settings.area_prior) == (0.7, 0.2, True)
+    # The fine-tune keeps its start's carried settings (decision rule, threshold, fusion weights) ...
+    info = read_metadata(out)[1]
+    assert info["settings"] == carried and info["settings_from"] == str(calibrated) and info["trained"]
+    assert lines[-1]["settings"] == carried
+    settings = RunSettings.from_model(out, device="cpu")
+    assert settings == RunSettings(device="cpu", **carried)
+    # ... and the model it wrote propagates.
+    frames = np.asarray(np.random.default_rng(1).integers(0, 255, (3, 64, 64)), dtype=np.uint8)
+    support = np.zeros((64, 64), np.uint8)
+    support[10:30, 20:40] = 1
+    assert Propagator.load(out, settings).propagate(frames, {0: support}).shape == (3, 64, 64)
+
+
+def test_finetune_of_a_model_without_settings_carries_none(init_model: Path, tmp_path: Path) -> None:
+    assert inherited_settings(init_model) == {}
+    bad = rewrite_info(init_model, tmp_path / "bad.safetensors", {"settings": {"threshold": 1.5}})
+    with pytest.raises(InputError, match="bad.safetensors settings: setting threshold must be"):
+        inherited_settings(bad)
+
+
+def test_validation_scores_the_held_out_frames_with_the_models_settings(davis_root: Path, init_model: Path,
+                                                                        tmp_path: Path) -> None:
+    carried = {"decision": "threshold", "threshold": 0.45, "temporal_blend": 0.0, "support_warp": 0.0}
+    model = rewrite_info(init_model, tmp_path / "m.safetensors", {"trained": True, "settings": carried})
+    result = validation_jf(model, davis_root, davis_root / "Validation", device="cpu")
+    assert (result["frames"], result["videos"]) == (4, 2) and 0.0 <= result["j_and_f"] <= 1.0
+    assert result["settings"] == carried
+    # A frame both trained on and held out would score the support itself: refused, naming the folder.
+    leaky = tmp_path / "leaky"
+    for video in (davis_root / "Annotations").iterdir():
+        (leaky / video.name).mkdir(parents=True)
+        (leaky / video.name / "00000.png").write_bytes((video / "00000.png").read_bytes())
+    with pytest.raises(InputError, match=r"leaky/synth_0000: frame\(s\) \[0\] are both training labels"):
+        validation_jf(model, davis_root, leaky, device="cpu")
+    (tmp_path / "none").mkdir()
+    assert validation_jf(model, davis_root, tmp_path / "none")["j_and_f"] is None
 
 
 def test_finetune_rejects_folder_without_annotations(tmp_path: Path, init_model: Path) -> None:

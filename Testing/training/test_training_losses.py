@@ -1,4 +1,4 @@
-"""Training losses: bootstrapped CE, object contrastive loss, label-free consistency loss, object Dice."""
+"""Training losses: bootstrapped CE, object contrastive loss, label-free consistency loss."""
 
 from __future__ import annotations
 
@@ -12,10 +12,8 @@ from XRayVOSLib.training.losses import (
     IGNORE,
     BootstrappedCE,
     consistency_loss,
-    contact_weights,
     downsample_labels,
     object_contrastive_loss,
-    object_dice_loss,
     sample_contrastive_pixels,
 )
 
@@ -198,68 +196,3 @@ def test_consistency_gradient_flows() -> None:
     loss.backward()
     for k in (kt, kn, ka):
         assert k.grad is not None and torch.isfinite(k.grad).all() and k.grad.abs().sum() > 0
-
-
-# ---------------------------------------------------------------- object Dice
-
-
-def test_object_dice_known_value_and_sign() -> None:
-    # One 1x4 frame: object 1 on pixels 0-1, object 2 on pixel 2; pixel 3 background.
-    labels = torch.tensor([[[1, 1, 2, 0]]])
-    target = F.one_hot(labels, 3).permute(0, 3, 1, 2).float()  # 1, 3, 1, 4
-    assert float(object_dice_loss(target, labels, torch.tensor([2]))) == pytest.approx(0.0, abs=1e-4)
-    # Object 1 gets p = 0.5 on its two pixels and 0.5 on pixel 3: Dice = 2*1 / (1.5 + 2) = 4/7.
-    probs = target.clone()
-    probs[0, :, 0, :2] = torch.tensor([[0.5, 0.5], [0.5, 0.5], [0.0, 0.0]])
-    probs[0, :, 0, 3] = torch.tensor([0.5, 0.5, 0.0])
-    expected = ((1 - 4 / 7) + 0.0) / 2  # object 2 is exact
-    assert float(object_dice_loss(probs, labels, torch.tensor([2]))) == pytest.approx(expected, abs=1e-4)
-
-
-def test_object_dice_leaves_out_padding_and_absent_objects() -> None:
-    labels = torch.tensor([[[1, 1, 0, 0]], [[2, 0, 0, 0]]])  # item 0: object 2 is not in this frame
-    probs = torch.full((2, 3, 1, 4), 1 / 3)
-    only_present = object_dice_loss(probs, labels, torch.tensor([2, 2]))
-    # Item 0's object 1: 2*(2/3) / (4/3 + 2) = 0.4; item 1's object 2: 2*(1/3) / (4/3 + 1) = 2/7.
-    assert float(only_present) == pytest.approx(((1 - 0.4) + (1 - 2 / 7)) / 2, abs=1e-4)
-    # Item 1 holds one object: channel 2 is padding there, so object 2 is not scored at all.
-    assert float(object_dice_loss(probs, labels, torch.tensor([2, 1]))) == pytest.approx(1 - 0.4, abs=1e-4)
-    empty = object_dice_loss(probs.requires_grad_(), torch.zeros(2, 1, 4, dtype=torch.long), torch.tensor([2, 2]))
-    assert float(empty.detach()) == 0.0 and empty.requires_grad
-
-
-def test_object_dice_gradient_raises_the_objects_probability() -> None:
-    labels = torch.tensor([[[1, 1, 0, 0]]])
-    logits = torch.zeros(1, 2, 1, 4, requires_grad=True)
-    object_dice_loss(torch.softmax(logits, 1), labels, torch.tensor([1])).backward()
-    grad = logits.grad[0, 1, 0]
-    assert grad[0] < 0 and grad[1] < 0 and grad[2] > 0 and grad[3] > 0  # descent: up on the object, down off it
-
-
-# ---------------------------------------------------------------- contact weights
-
-
-def test_contact_weights_mark_where_two_objects_meet() -> None:
-    labels = torch.zeros(1, 9, 12, dtype=torch.long)
-    labels[0, 3:6, :] = 1  # a catheter three rows wide...
-    labels[0, 4, 2:10] = 2  # ...with a wire running inside it
-    labels[0, 0, 0] = 1  # a far pixel of the catheter's label with no other object near
-    w = contact_weights(labels, radius=1, weight=4.0)
-    assert w.shape == labels.shape and w.dtype == torch.float32
-    assert torch.all(w[0, 4, 2:10] == 5.0)  # the whole wire touches the catheter
-    assert w[0, 3, 5] == 5.0 and w[0, 3, 0] == 1.0  # catheter beside the wire / beyond its end (> 1 px)
-    assert w[0, 0, 0] == 1.0 and w[0, 7, 5] == 1.0  # isolated object pixel, background
-    assert torch.equal(contact_weights((labels == 1).long(), 1, 4.0), torch.ones_like(w))  # one object only
-
-
-def test_contact_weighted_ce_known_value_and_gradient() -> None:
-    logits, target, per_pixel = _known_ce_case()
-    weight = torch.ones(1, 2, 5)
-    weight[0, 1, 4] = 3.0  # the hardest pixel (CE log(1 + e^3)) counts three times
-    loss, _ = BootstrappedCE(start_warm=100, end_warm=200)(logits, target, step=0, weight=weight)
-    assert float(loss) == pytest.approx((sum(per_pixel) + 2 * per_pixel[-1]) / 10, rel=1e-5)
-    logits = logits.clone().requires_grad_(True)
-    BootstrappedCE(start_warm=100, end_warm=200)(logits, target, step=0, weight=weight)[0].backward()
-    g = logits.grad[0, 1].flatten().tolist()  # d CE / d logit_1 = sigmoid(d) / N, times the weight
-    assert g[9] == pytest.approx(3 * (1 / (1 + math.exp(-3.0))) / 10, rel=1e-5)
-    assert g[8] == pytest.approx((1 / (1 + math.exp(-2.0))) / 10, rel=1e-5)

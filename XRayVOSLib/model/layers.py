@@ -70,7 +70,8 @@ class UpsampleBlock(nn.Module):
     def __init__(self, skip_channels: int, up_channels: int, out_channels: int, light: bool = False) -> None:
         super().__init__()
         self.skip_conv = nn.Conv2d(skip_channels, up_channels, 1)
-        self.out: nn.Module = nn.Conv2d(up_channels, out_channels, 3, padding=1) if light else ResBlock(up_channels, out_channels)
+        self.out: nn.Module = (nn.Conv2d(up_channels, out_channels, 3, padding=1) if light
+                               else ResBlock(up_channels, out_channels))
 
     def forward(self, skip: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
         up = F.interpolate(up, size=skip.shape[-2:], mode="bilinear", align_corners=False)

@@ -80,13 +80,11 @@ def reference_points(similarity: torch.Tensor) -> torch.Tensor:
     return similarity.argmax(dim=-1)
 
 
-def local_affinity(
-    similarity: torch.Tensor, height: int, width: int, window: int, top_k: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
+def local_affinity(similarity: torch.Tensor, height: int, width: int, window: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Reference point per memory frame, then softmax over the k x k windows of all memory frames.
 
     similarity: B, P, N, M  ->  (weights B, P, L; indices B, P, L into the N*M memory positions)
-    with L = N * kh * kw, or top_k when top-k filtering is on.
+    with L = N * kh * kw.
     """
     b, p, n, m = similarity.shape
     reference = reference_points(similarity)  # B, P, N: the reference point in each memory frame
@@ -94,9 +92,6 @@ def local_affinity(
     logits = similarity.gather(-1, idx).flatten(2).float()  # B, P, N*kk
     offsets = (torch.arange(n, device=idx.device) * m).view(1, 1, n, 1)
     idx = (idx + offsets).flatten(2)
-    if top_k is not None and top_k < logits.shape[-1]:
-        logits, keep = logits.topk(top_k, dim=-1)
-        idx = idx.gather(-1, keep)
     return torch.softmax(logits, dim=-1), idx
 
 
@@ -139,7 +134,7 @@ def memory_readout(
     mem_values: torch.Tensor,
     matching: str = "local",
     window: int = 15,
-    top_k: int | None = None,
+    *,
     query_chunk: int = 2048,
     rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -160,7 +155,7 @@ def memory_readout(
         if matching == "global":
             weights, idx = global_affinity(sim), None
         elif matching == "local":
-            weights, idx = local_affinity(sim, h, w, window, top_k)
+            weights, idx = local_affinity(sim, h, w, window)
         else:
             raise ValueError(f"unknown matching {matching!r}; use 'local' or 'global'")
         chunks.append(sparse_readout(rows, weights, idx))

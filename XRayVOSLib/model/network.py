@@ -12,47 +12,33 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from XRayVOSLib.model.config import ModelConfig
+from XRayVOSLib.model.config import STRIDE, ModelConfig
 from XRayVOSLib.model.layers import DepthwiseBlock, ResBlock, UpsampleBlock
 from XRayVOSLib.model.matching import memory_readout
 from XRayVOSLib.model.mobilenet import MobileNetV2Trunk
-from XRayVOSLib.model.refine import PixelRefiner
 from XRayVOSLib.model.normalize import normalize
 
 
 @dataclass
 class QueryFeatures:
-    """Everything a frame's encoding yields. key/feature at the matching stride s; skips finest last."""
+    """Everything a frame's encoding yields. key/feature at the matching stride 16; skips finest last."""
 
-    key: torch.Tensor  # B, Ck, H/s, W/s
-    feature: torch.Tensor  # B, Cm, H/s, W/s  (fed to the value encoder and decoder)
-    skips: list[torch.Tensor]  # [f8 (stride 16 only), f4, f2]
+    key: torch.Tensor  # B, Ck, H/16, W/16
+    feature: torch.Tensor  # B, Cm, H/16, W/16  (fed to the value encoder and decoder)
+    skips: list[torch.Tensor]  # [f8, f4]: the decoder's skip connections
     image: torch.Tensor  # B, 1, H, W normalised (the value encoder needs it)
 
 
 class KeyEncoder(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.stride = config.stride
         self.trunk = MobileNetV2Trunk(in_channels=1)
-        ch = MobileNetV2Trunk.channels
-        if self.stride == 8:
-            # Thin vessels: match at stride 8, with stride-16 context brought up.
-            self.fuse16 = nn.Conv2d(ch[16], ch[8] * 2, 1)
-            self.fuse8 = nn.Conv2d(ch[8], ch[8] * 2, 3, padding=1)
-            self.match_channels = ch[8] * 2
-        else:
-            self.match_channels = ch[16]
+        self.match_channels = MobileNetV2Trunk.channels[16]
         self.key_proj = nn.Conv2d(self.match_channels, config.key_dim, 3, padding=1)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        f2, f4, f8, f16 = self.trunk(image)
-        if self.stride == 8:
-            up = F.interpolate(self.fuse16(f16), size=f8.shape[-2:], mode="bilinear", align_corners=False)
-            feature, skips = F.relu(self.fuse8(f8) + up), [f4, f2]
-        else:
-            feature, skips = f16, [f8, f4, f2]
-        return self.key_proj(feature), feature, skips
+        _f2, f4, f8, f16 = self.trunk(image)
+        return self.key_proj(f16), f16, [f8, f4]
 
 
 class ValueEncoder(nn.Module):
@@ -60,10 +46,8 @@ class ValueEncoder(nn.Module):
 
     def __init__(self, config: ModelConfig, feature_channels: int) -> None:
         super().__init__()
-        widths = list(config.mask_encoder_channels)
-        levels = 4 if config.stride == 16 else 3
         blocks, cin = [], 3
-        for width in widths[:levels]:
+        for width in config.mask_encoder_channels:  # four stride-2 blocks: down to the matching stride 16
             blocks.append(DepthwiseBlock(cin, width, stride=2))
             cin = width
         self.down = nn.Sequential(*blocks)
@@ -92,39 +76,26 @@ class Decoder(nn.Module):
         c0, c1, c2 = config.decoder_channels
         ch = MobileNetV2Trunk.channels
         self.compress = ResBlock(config.value_dim + feature_channels, c0)
-        self.up8 = UpsampleBlock(ch[8], c0, c1) if config.stride == 16 else None
-        self.up4 = UpsampleBlock(ch[4], c1 if config.stride == 16 else c0, c2, light=True)
+        self.up8 = UpsampleBlock(ch[8], c0, c1)
+        self.up4 = UpsampleBlock(ch[4], c1, c2, light=True)
         self.pred = nn.Conv2d(c2, 1, 3, padding=1)
-        self.detail: nn.Conv2d | None = None
-        if config.detail_head:
-            # One logit residual per pixel of each 4x4 cell, laid out by pixel_shuffle. Zero-initialised, so
-            # adding the head to a trained model leaves its output unchanged until training moves it.
-            self.detail = nn.Conv2d(c2, DETAIL_FACTOR**2, 3, padding=1)
-            nn.init.zeros_(self.detail.weight)
-            nn.init.zeros_(self.detail.bias)
-        self.refine = (PixelRefiner(prior=config.refine_prior, blocks=config.refine_blocks)
-                       if config.refine_head else None)
+        # Sub-pixel detail: one logit residual per pixel of each 4x4 cell, laid out by pixel_shuffle. Thin
+        # wires need detail finer than a 4-pixel cell, which bilinear upsampling alone cannot draw.
+        # Zero-initialised: a fresh head starts as plain bilinear upsampling of the stride-4 logits.
+        self.detail = nn.Conv2d(c2, DETAIL_FACTOR**2, 3, padding=1)
+        nn.init.zeros_(self.detail.weight)
+        nn.init.zeros_(self.detail.bias)
 
-    def forward(self, readout: torch.Tensor, q: QueryFeatures, size: tuple[int, int],
-                prior: torch.Tensor | None = None) -> torch.Tensor:
-        # readout: B, K, Cv, h, w;  prior: B, K, H, W or None  ->  logits B, K, H, W
-        logits = self.coarse(readout, q, size)
-        if self.refine is not None:
-            logits = self.refine(logits, q.image, q.skips[-1], None if prior is None else prior.flatten(0, 1)[:, None])
-        return logits.view(readout.shape[0], readout.shape[1], *size)
-
-    def coarse(self, readout: torch.Tensor, q: QueryFeatures, size: tuple[int, int]) -> torch.Tensor:
-        """The logits before pixel refinement: B*K, 1, H, W (object-major within each batch item)."""
-        k = readout.shape[1]
+    def forward(self, readout: torch.Tensor, q: QueryFeatures, size: tuple[int, int]) -> torch.Tensor:
+        """readout: B, K, Cv, h, w  ->  object logits B, K, H, W (H, W: 4x the stride-4 map)."""
+        b, k = readout.shape[:2]
         rep = lambda t: t.unsqueeze(1).expand(-1, k, *t.shape[1:]).flatten(0, 1)  # noqa: E731 (B*K copies)
         x = self.compress(torch.cat([readout.flatten(0, 1), rep(q.feature)], dim=1))
-        if self.up8 is not None:
-            x = self.up8(rep(q.skips[0]), x)
-        x = F.relu(self.up4(rep(q.skips[-2]), x))  # B*K, c2, H/4, W/4
+        x = self.up8(rep(q.skips[0]), x)
+        x = F.relu(self.up4(rep(q.skips[1]), x))  # B*K, c2, H/4, W/4
         logits = F.interpolate(self.pred(x), size=size, mode="bilinear", align_corners=False)
-        if self.detail is not None:
-            logits = logits + F.pixel_shuffle(self.detail(x), DETAIL_FACTOR)  # H, W are 4x the stride-4 map
-        return logits
+        logits = logits + F.pixel_shuffle(self.detail(x), DETAIL_FACTOR)
+        return logits.view(b, k, *size)
 
 
 def _object_and_background_probabilities(object_logits: torch.Tensor) -> torch.Tensor:
@@ -145,7 +116,7 @@ def aggregate_probabilities(object_logits: torch.Tensor) -> torch.Tensor:
     """soft_aggregate's probabilities only, for inference: softmax(log odds) is odds / sum(odds).
 
     Skipping the log and exp takes 1.6 ms instead of 8.4 ms for one 512x512 object on the 2-core CPU
-    (one-off micro-benchmark); the results agree to float rounding (Testing/test_propagator.py).
+    (one-off micro-benchmark); the results agree to float rounding (Testing/propagation/test_propagator.py).
     """
     odds = _object_and_background_probabilities(object_logits)
     odds = odds.div_(1 - odds)
@@ -161,13 +132,14 @@ class LocalMatchingNetwork(nn.Module):
         self.value_encoder = ValueEncoder(self.config, fc)
         self.decoder = Decoder(self.config, fc)
         # Projection head for the object-aware contrastive loss (training only).
+        key_dim = self.config.key_dim
         self.projection = nn.Sequential(
-            nn.Conv2d(self.config.key_dim, self.config.key_dim, 1), nn.ReLU(), nn.Conv2d(self.config.key_dim, self.config.projection_dim, 1)
+            nn.Conv2d(key_dim, key_dim, 1), nn.ReLU(), nn.Conv2d(key_dim, self.config.projection_dim, 1)
         )
 
     @property
     def stride(self) -> int:
-        return self.config.stride
+        return STRIDE
 
     def encode_query(self, image01: torch.Tensor) -> QueryFeatures:
         """image01: B, 1, H, W in [0, 1], H and W multiples of 16."""
@@ -186,15 +158,13 @@ class LocalMatchingNetwork(nn.Module):
         mem_values: torch.Tensor,
         matching: str = "local",
         window: int = 15,
-        top_k: int | None = None,
-        prior: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Read memory and decode. mem_keys: B, N, Ck, h, w; mem_values: B, N, K, Cv, h, w.
 
         Returns (logits, probs), both B, K+1, H, W with background first.
         """
-        readout = memory_readout(q.key, mem_keys, mem_values, matching, window, top_k)
-        object_logits = self.decoder(readout, q, tuple(q.image.shape[-2:]), prior)
+        readout = memory_readout(q.key, mem_keys, mem_values, matching, window)
+        object_logits = self.decoder(readout, q, tuple(q.image.shape[-2:]))
         return soft_aggregate(object_logits)
 
     def project(self, key: torch.Tensor) -> torch.Tensor:

@@ -18,16 +18,6 @@ class LossConfig:
     contrastive_temperature: float = 0.1
     consistency: bool = False  # label-free space-time consistency (two-shot student)
     consistency_weight: float = 0.1
-    dice: bool = False  # soft Dice of each object present (MONAI DiceLoss): pulls thin masks towards J
-    dice_weight: float = 1.0
-    # Extra CE weight on pixels where two objects meet (e.g. a guidewire inside a catheter): 0 = off.
-    contact_weight: float = 0.0
-    contact_radius: int = 2
-
-    def __post_init__(self) -> None:
-        if self.contact_weight < 0 or self.contact_radius < 1:
-            raise InputError(f"losses: contact_weight must be >= 0 and contact_radius >= 1, got "
-                             f"{self.contact_weight} and {self.contact_radius}")
     bootstrap_start: int = 1000
     bootstrap_end: int = 4000
     bootstrap_top_p: float = 0.15
@@ -51,17 +41,6 @@ class TrainConfig:
     freeze_trunk: bool = True
     weight_decay: float = 1e-4
     grad_clip: float = 3.0
-    # Matching stride of a fresh network; None: 16, or the init checkpoint's. A stride different from the
-    # init checkpoint's builds that stride and transfers every weight whose name and shape still fit.
-    stride: int | None = None
-    # Add the sub-pixel detail head (model config v2); an init checkpoint without one gets it, zeroed.
-    detail_head: bool = True
-    # Add the stride-2 pixel refiner (model config v3), zeroed on an init checkpoint without one.
-    refine_head: bool = False
-    refine_prior: bool = False  # the refiner also reads the previous frame's probabilities (config v4)
-    # Dilated residual blocks in the refiner (config v5); an init checkpoint with fewer gets the rest, zeroed.
-    refine_blocks: int = 0
-    prior_warp: bool = False  # the prior is warped onto each frame by optical flow (config v5; no new weights)
     matching: str = "local"
     window: int = 15
     init: str | None = None  # ImageNet MobileNetV2 .pth, or an XRayVOS checkpoint to fine-tune
@@ -76,15 +55,6 @@ class TrainConfig:
     amp: bool = True  # fp16 autocast on CUDA (ignored on CPU)
     augment: str = "weak"
     losses: LossConfig = field(default_factory=LossConfig)
-
-    def __post_init__(self) -> None:
-        if self.refine_prior and not self.refine_head:
-            raise InputError("training config: refine_prior needs refine_head (the prior is read by the pixel refiner)")
-        if self.refine_blocks < 0 or (self.refine_blocks and not self.refine_head):
-            raise InputError(f"training config: refine_blocks ({self.refine_blocks}) must be >= 0, and > 0 only "
-                             "with refine_head (the blocks are part of the pixel refiner)")
-        if self.prior_warp and not self.refine_prior:
-            raise InputError("training config: prior_warp needs refine_prior (it aligns the refiner's prior)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

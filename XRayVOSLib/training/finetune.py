@@ -19,11 +19,22 @@ import numpy as np
 
 from XRayVOSLib.errors import InputError
 from XRayVOSLib.model.checkpoint import read_metadata, rewrite_info
+from XRayVOSLib.model_files import carried_settings
+from XRayVOSLib.settings import CARRIED_FIELDS, RunSettings
 from XRayVOSLib.training.config import LossConfig, TrainConfig
 from XRayVOSLib.training.loop import StepCallback, run_training
 
-# Inference settings a fine-tuned model keeps from the model it started from (see Propagator.load).
-INHERITED_OUTPUT_SETTINGS = ("temporal_blend", "support_warp", "area_prior")
+
+def inherited_settings(init: str | Path) -> dict[str, Any]:
+    """The run settings the init model carries (decision rule, threshold, fusion weights), checked.
+
+    A short fine-tune stays close to its start, so it keeps them: the site's model then behaves like the
+    one it replaces, and the validation compares both under one decision rule. `xrayvos calibrate`
+    re-chooses them on the site's data.
+    """
+    carried = {k: v for k, v in carried_settings(init).items() if k in CARRIED_FIELDS}
+    RunSettings.from_dict(carried, source=f"model {init} settings")  # an invalid value fails here, not later
+    return carried
 
 
 def list_videos(data_root: Path) -> list[str]:
@@ -47,12 +58,17 @@ def annotated_frames(data_root: Path, video: str) -> dict[int, np.ndarray]:
 
 
 def pseudo_label(data_root: Path, model_path: Path, out_root: Path, device: str = "auto",
-                 window: int = 15, memory_every: int = 6) -> list[str]:
-    """Write out_root/<video>/%05d.png for every frame, propagated from the labelled frames (kept exact)."""
+                 window: int = 15, memory_every: int = 6, carried: dict[str, Any] | None = None) -> list[str]:
+    """Write out_root/<video>/%05d.png for every frame, propagated from the labelled frames (kept exact).
+
+    carried: the decision rule and fusion weights to label with (over the defaults); None: model_path's own.
+    """
     from XRayVOSLib.inference.propagator import Propagator
     from XRayVOSLib.io import read_cine, write_mask_sequence
 
-    propagator = Propagator.load(model_path, device=device, matching="local", window=window, memory_every=memory_every)
+    base = RunSettings.from_model(model_path) if carried is None else RunSettings.from_dict(carried)
+    settings = base.replace(method="local", device=device, window=window, memory_every=memory_every)
+    propagator = Propagator.load(model_path, settings)
     videos = list_videos(data_root)
     for video in videos:
         frames = np.asarray(read_cine(data_root / "JPEGImages" / video).frames)
@@ -85,6 +101,7 @@ def finetune(
     videos = list_videos(data_root)
     for video in videos:
         annotated_frames(data_root, video)  # fail early on a case with no annotations
+    carried = inherited_settings(init)  # and on settings the result could not carry
     base = base or TrainConfig()
     own_work = work_dir is None
     work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="xrayvos-finetune-"))
@@ -109,7 +126,8 @@ def finetune(
             teacher = run_training(teacher_cfg, on_step=teacher_step, cancel=cancel, show_progress=show_progress)
             pseudo_root = work / "pseudo"
             stage("pseudo-label")
-            pseudo_label(data_root, teacher, pseudo_root, device=device)
+            # The teacher carries no settings of its own: it labels as the init model would.
+            pseudo_label(data_root, teacher, pseudo_root, device=device, carried=carried)
             losses = dataclasses.replace(base.losses, consistency=True)
             student_cfg = dataclasses.replace(base, **common, steps=student_steps, pseudo_root=str(pseudo_root),
                                               losses=losses, out_dir=str(work / "student"))
@@ -122,23 +140,12 @@ def finetune(
             model = run_training(student_cfg, on_step=student_step, cancel=cancel, show_progress=show_progress)
             report.update(teacher_steps=teacher_steps, student_steps=student_steps)
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        # A short fine-tune stays close to its start, so it keeps the start's calibrated object threshold
-        # (not 0.5): the site's model then behaves like the one it replaces, and the validation compares
-        # both at one threshold. `xrayvos calibrate` recalibrates it.
-        # The same holds for the output settings (fusion weights, area prior), which need no training.
-        _, info = read_metadata(model)
-        init_info = read_metadata(init)[1]
-        threshold = init_info.get("object_threshold")
-        if threshold is not None:
-            info = {**info, "object_threshold": float(threshold), "object_threshold_from": str(init)}
-        inherited = {k: init_info[k] for k in INHERITED_OUTPUT_SETTINGS if k in init_info}
-        info = {**info, **inherited}
-        report["object_threshold"] = threshold
-        report["output_settings"] = inherited
+        info = {**read_metadata(model)[1], "settings": carried, "settings_from": str(init)}
+        report["settings"] = carried
         return rewrite_info(model, out_path, info), report  # written beside out_path, then renamed over it
     finally:
         if own_work:
             shutil.rmtree(work, ignore_errors=True)
 
 
-__all__ = ["finetune", "pseudo_label", "list_videos", "annotated_frames", "LossConfig"]
+__all__ = ["finetune", "inherited_settings", "pseudo_label", "list_videos", "annotated_frames", "LossConfig"]

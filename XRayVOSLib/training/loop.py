@@ -10,7 +10,6 @@ import csv
 import json
 import math
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,11 +19,10 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from XRayVOSLib.errors import CancelledError, InputError
-from XRayVOSLib.inference.propagator import resolve_device
 from XRayVOSLib.model.checkpoint import load_checkpoint, save_checkpoint
-from XRayVOSLib.model.config import CONFIG_VERSION, ModelConfig
 from XRayVOSLib.model.mobilenet import load_imagenet_weights
 from XRayVOSLib.model.network import LocalMatchingNetwork
+from XRayVOSLib.runtime import resolve_device
 from XRayVOSLib.training.config import TrainConfig
 from XRayVOSLib.training.distributed import DistInfo, all_reduce_mean, cleanup, init_distributed
 from XRayVOSLib.training.step import ClipStep
@@ -33,27 +31,13 @@ StepCallback = Callable[[int, int, dict[str, float]], None]
 
 
 def build_network(config: TrainConfig) -> tuple[LocalMatchingNetwork, dict[str, Any]]:
-    """A fresh network from ImageNet MobileNetV2 (.pth) or an XRayVOS checkpoint (.safetensors)."""
+    """A fresh network from ImageNet MobileNetV2 (.pth) or an XRayVOS checkpoint (.safetensors) to continue."""
     init = config.init
     if init and str(init).endswith(".safetensors"):
         network, info = load_checkpoint(init)
         info = {k: v for k, v in info.items() if k != "init_info"}  # one level of history, not every stage's
-        if config.stride is not None and config.stride != network.stride:
-            network = transfer_to_stride(network, config.stride, config.detail_head)
-        if config.detail_head and not network.config.detail_head:
-            network = add_detail_head(network)
-        if config.refine_head and not network.config.refine_head:
-            network = add_refine_head(network)
-        if config.refine_prior and not network.config.refine_prior:
-            network = add_refine_prior(network)
-        if config.refine_blocks > network.config.refine_blocks:
-            network = add_refine_blocks(network, config.refine_blocks)
-        if config.prior_warp and not network.config.prior_warp:
-            network = _add_head(network, "prior_warp", "decoder.refine.")  # no new weights: only how the prior is fed
         return network, {"init": str(init), "init_info": info}
-    network = LocalMatchingNetwork(ModelConfig(stride=config.stride or 16, detail_head=config.detail_head,
-                                               refine_head=config.refine_head, refine_prior=config.refine_prior,
-                                               refine_blocks=config.refine_blocks, prior_warp=config.prior_warp))
+    network = LocalMatchingNetwork()
     if init:
         if not Path(init).is_file():
             raise InputError(f"init weights {init} do not exist")
@@ -61,62 +45,6 @@ def build_network(config: TrainConfig) -> tuple[LocalMatchingNetwork, dict[str, 
         if missing:
             raise InputError(f"init weights {init}: trunk parameters missing from the file: {missing[:5]}")
     return network, {"init": str(init) if init else "random"}
-
-
-def _rebuild(network: LocalMatchingNetwork, **changes: Any) -> tuple[LocalMatchingNetwork, list[str], list[str]]:
-    """A network of `network`'s config with `changes`, holding every weight whose name and shape still fit.
-
-    Returns (network, names left at their fresh initialisation, names of `network` that did not fit).
-    """
-    target = LocalMatchingNetwork(replace(network.config, version=CONFIG_VERSION, **changes))
-    own, given = target.state_dict(), network.state_dict()
-    fitting = {k: v for k, v in given.items() if k in own and own[k].shape == v.shape}
-    target.load_state_dict(fitting, strict=False)
-    return target.train(network.training), sorted(set(own) - set(fitting)), sorted(set(given) - set(fitting))
-
-
-def _add_head(network: LocalMatchingNetwork, flag: str, prefix: str, value: Any = True) -> LocalMatchingNetwork:
-    """The same network with config `flag` set to `value`: only the (zero-initialised) layers under `prefix`
-    are new."""
-    upgraded, fresh, dropped = _rebuild(network, **{flag: value})
-    if dropped or any(not k.startswith(prefix) for k in fresh):
-        raise InputError(f"cannot set {flag} to {value}: missing {fresh}, unexpected {dropped}")
-    return upgraded
-
-
-def add_detail_head(network: LocalMatchingNetwork) -> LocalMatchingNetwork:
-    """The same network plus a zero-initialised detail head: identical output until trained."""
-    return _add_head(network, "detail_head", "decoder.detail.")
-
-
-def add_refine_head(network: LocalMatchingNetwork) -> LocalMatchingNetwork:
-    """The same network plus the zero-initialised pixel refiner: identical output until trained."""
-    return _add_head(network, "refine_head", "decoder.refine.")
-
-
-def add_refine_prior(network: LocalMatchingNetwork) -> LocalMatchingNetwork:
-    """The same network whose refiner also reads the previous frame (zero-initialised: same output until trained)."""
-    return _add_head(network, "refine_prior", "decoder.refine.prior_conv.")
-
-
-def add_refine_blocks(network: LocalMatchingNetwork, blocks: int) -> LocalMatchingNetwork:
-    """The same network with `blocks` dilated refiner blocks, the new ones identity blocks: same output until trained."""
-    return _add_head(network, "refine_blocks", "decoder.refine.blocks.", blocks)
-
-
-def transfer_to_stride(network: LocalMatchingNetwork, stride: int, detail_head: bool) -> LocalMatchingNetwork:
-    """A network of another matching stride, with every weight of `network` whose name and shape fit.
-
-    The trunk, most of the value encoder and the decoder's finer levels carry over; the layers that see
-    the matching grid start fresh (they are printed), so the result needs training before use.
-    """
-    target, fresh, _ = _rebuild(network, stride=stride, detail_head=detail_head or network.config.detail_head)
-    # The refiner's stride-2 inputs do not depend on the matching stride: it carries over as it is.
-    total = len(target.state_dict())
-    layers = sorted({k.rsplit(".", 1)[0] for k in fresh})
-    print(f"stride {network.stride} -> {stride}: {total - len(fresh)} of {total} tensors transferred; "
-          f"new: {', '.join(layers)}", flush=True)
-    return target
 
 
 def build_dataset(config: TrainConfig) -> Dataset:
@@ -180,17 +108,14 @@ class Trainer:
         if not self.state_path.is_file():
             return False
         state = torch.load(self.state_path, map_location=self.device, weights_only=False)
-        try:
-            self.network.load_state_dict(state["model"])
-        except RuntimeError as exc:
-            # The saved training config names the architecture switches it asked for (None: the init's).
-            saved, own = state.get("config", {}), self.network.config.to_dict()
-            differing = ", ".join(f"{k}: saved {saved[k]}, this config {own[k]}" for k in own
-                                  if saved.get(k) is not None and k != "version" and saved[k] != own[k])
-            raise InputError(
-                f"{self.state_path} does not fit this config's network ({differing or 'same architecture fields'}). "
-                f"Use the run's own config or a new out_dir. ({exc})"
-            ) from None
+        saved, own = state["model"], self.network.state_dict()
+        differing = sorted(set(own) ^ set(saved)) + sorted(k for k in set(own) & set(saved)
+                                                           if own[k].shape != saved[k].shape)
+        if differing:
+            raise InputError(f"{self.state_path} does not fit this run's network (another init model's run?): "
+                             f"{len(differing)} tensors differ, e.g. {differing[:3]}; use the run's own config "
+                             "or a new out_dir")
+        self.network.load_state_dict(saved)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
@@ -202,14 +127,16 @@ class Trainer:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         state = {"model": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "scaler": self.scaler.state_dict(), "step": self.step, "config": self.config.to_dict(), "info": self.info}
+                 "scaler": self.scaler.state_dict(), "step": self.step, "config": self.config.to_dict(),
+                 "info": self.info}
         tmp = self.state_path.with_name("state.pt.partial")
         torch.save(state, tmp)
         tmp.replace(self.state_path)
         self.export(self.model_path)
 
     def export(self, path: Path, half: bool = False, extra: dict[str, Any] | None = None) -> Path:
-        info = {**self.info, "trained": True, "steps": self.step, "train_config": self.config.to_dict(), **(extra or {})}
+        info = {**self.info, "trained": True, "steps": self.step, "train_config": self.config.to_dict(),
+                **(extra or {})}
         return save_checkpoint(path, self.network, info, half=half)
 
     # -- loop ----------------------------------------------------------------------------------
@@ -223,7 +150,8 @@ class Trainer:
     def _loader(self) -> DataLoader:
         from XRayVOSLib.training.data import collate_clips
 
-        sampler = DistributedSampler(self.dataset, shuffle=True, seed=self.config.seed + self.step) if self.dist.enabled else None
+        sampler = (DistributedSampler(self.dataset, shuffle=True, seed=self.config.seed + self.step)
+                   if self.dist.enabled else None)
         return DataLoader(self.dataset, batch_size=self.config.batch_size, shuffle=sampler is None, sampler=sampler,
                           num_workers=self.config.num_workers, collate_fn=collate_clips, drop_last=True,
                           persistent_workers=False)

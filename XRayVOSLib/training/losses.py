@@ -1,8 +1,7 @@
 """Training losses: STCN's bootstrapped cross-entropy, the object-aware supervised contrastive loss on key
-projections, the label-free space-time consistency loss of the two-shot student, and an optional Dice
-term (MONAI's DiceLoss) over the objects present in each frame.
+projections, and the label-free space-time consistency loss of the two-shot student.
 
-The first three are hand-written: MONAI's losses (DiceCE, Focal, ContrastiveLoss for paired SimCLR views) have
+All three are hand-written: MONAI's losses (DiceCE, Focal, ContrastiveLoss for paired SimCLR views) have
 no top-p pixel bootstrapping, no multi-frame supervised InfoNCE with class-balanced pixel sampling, and no
 cycle/argmax-matching consistency.
 """
@@ -14,25 +13,6 @@ import torch.nn.functional as F
 from torch import nn
 
 IGNORE = -1
-
-
-def object_dice_loss(probs: torch.Tensor, labels: torch.Tensor, num_objects: torch.Tensor) -> torch.Tensor:
-    """Soft Dice of each object present in the frame, averaged: directly the overlap J rewards.
-
-    probs: B, K+1, H, W (background first);  labels: B, H, W (0..K);  num_objects: B.
-    Objects beyond a clip's own count (padding channels) and objects absent from this frame are left out:
-    MONAI's smoothing would score an empty target against any stray probability as a loss of ~1.
-    """
-    from monai.losses import DiceLoss  # MONAI is the field's library for this; imported lazily (heavy)
-
-    k = probs.shape[1] - 1
-    target = F.one_hot(labels.long().clamp(0, k), k + 1).permute(0, 3, 1, 2).to(probs.dtype)  # B, K+1, H, W
-    per_object = DiceLoss(include_background=False, reduction="none")(probs, target).flatten(1)  # B, K
-    ids = torch.arange(1, k + 1, device=probs.device)
-    valid = (ids[None] <= num_objects.to(probs.device)[:, None]) & (target[:, 1:].flatten(2).sum(-1) > 0)
-    if not bool(valid.any()):
-        return probs.sum() * 0.0  # keeps the graph (DDP) when no object is in view
-    return per_object[valid].mean()
 
 
 class BootstrappedCE(nn.Module):
@@ -55,13 +35,9 @@ class BootstrappedCE(nn.Module):
         progress = (step - self.start_warm) / max(1, self.end_warm - self.start_warm)
         return self.top_p + (1.0 - self.top_p) * (1.0 - progress)
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor, step: int,
-                weight: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
-        # logits: B, C, H, W;  target: B, H, W (0..C-1);  weight: B, H, W per-pixel factor (optional)
-        #   -> (scalar loss, fraction of pixels used)
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, step: int) -> tuple[torch.Tensor, float]:
+        # logits: B, C, H, W;  target: B, H, W (0..C-1)  ->  (scalar loss, fraction of pixels used)
         raw = F.cross_entropy(logits, target, reduction="none")  # B, H, W
-        if weight is not None:
-            raw = raw * weight
         if step < self.start_warm:
             return raw.mean(), 1.0
         p = self.fraction(step)
@@ -71,21 +47,6 @@ class BootstrappedCE(nn.Module):
         return hardest.mean(), p
 
 
-def contact_weights(labels: torch.Tensor, radius: int, weight: float) -> torch.Tensor:
-    """labels B, H, W (0..K) -> B, H, W: 1 + weight where two different objects lie within `radius` pixels.
-
-    Those pixels decide which object a crossing belongs to (a wire inside a catheter, a stent on a vessel);
-    they are few, so a plain CE barely sees them.
-    """
-    k = int(labels.max().item()) if labels.numel() else 0
-    if k < 2 or weight == 0:
-        return torch.ones(labels.shape, dtype=torch.float32, device=labels.device)
-    objects = F.one_hot(labels.long(), k + 1)[..., 1:].permute(0, 3, 1, 2).float()  # B, K, H, W
-    near = F.max_pool2d(objects, 2 * radius + 1, stride=1, padding=radius)  # object within radius
-    contact = (near.sum(1) >= 2) & (labels > 0)  # an object pixel with another object close by
-    return 1.0 + weight * contact.float()
-
-
 def downsample_labels(labels: torch.Tensor, size: tuple[int, int], min_object_fraction: float = 0.05) -> torch.Tensor:
     """Full-resolution label maps -> one label per feature cell; IGNORE (-1) for ambiguous cells.
 
@@ -93,7 +54,7 @@ def downsample_labels(labels: torch.Tensor, size: tuple[int, int], min_object_fr
     Object-favouring majority: a cell takes the object covering the largest share of it if that share is at
     least `min_object_fraction`; it is background only when it is entirely background; otherwise it is
     ignored. Plain majority (or nearest) would erase catheters and guidewires, which are 1-3 pixels wide
-    while a stride-8/16 cell is 8-16 pixels wide (on synthetic 320x320 cines at stride 16, a 0.2 threshold
+    while a stride-16 cell is 16 pixels wide (on synthetic 320x320 cines at stride 16, a 0.2 threshold
     keeps half as many vessel cells as 0.05 and drops most guidewires); pure cells keep the background
     samples clean.
     Cells are the area-pooling footprints of F.interpolate(mode="area") (exact when H, W divide h, w).
@@ -183,7 +144,8 @@ def object_contrastive_loss(
     cells = [downsample_labels(lab, (h, w)) for lab in labels]  # per frame B, h, w
     losses = []
     for i in range(b):
-        t_idx, pos, cls = sample_contrastive_pixels([c[i] for c in cells], int(num_objects[i]), max_per_object, generator)
+        t_idx, pos, cls = sample_contrastive_pixels([c[i] for c in cells], int(num_objects[i]), max_per_object,
+                                                    generator)
         if cls.numel() == 0:
             continue
         stacked = torch.stack([f[i].flatten(1) for f in features])  # F, D, h*w

@@ -10,16 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from XRayVOSLib.inference.warp import FlowEstimator, warp_clip_prior
 from XRayVOSLib.model.network import LocalMatchingNetwork
 from XRayVOSLib.training.config import TrainConfig
-from XRayVOSLib.training.losses import (
-    BootstrappedCE,
-    consistency_loss,
-    contact_weights,
-    object_contrastive_loss,
-    object_dice_loss,
-)
+from XRayVOSLib.training.losses import BootstrappedCE, consistency_loss, object_contrastive_loss
 
 
 def object_masks(labels: torch.Tensor, num_channels: int) -> torch.Tensor:
@@ -34,7 +27,6 @@ class ClipStep(nn.Module):
         self.config = config
         lc = config.losses
         self.ce = BootstrappedCE(lc.bootstrap_start, lc.bootstrap_end, lc.bootstrap_top_p)
-        self.flow = FlowEstimator() if network.config.prior_warp else None
 
     def forward(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         cfg, lc, net = self.config, self.config.losses, self.network
@@ -53,25 +45,14 @@ class ClipStep(nn.Module):
         mem_values = [net.encode_value(q0, object_masks(labels[:, 0], k))]
         losses: dict[str, torch.Tensor] = {}
         total = frames.new_zeros(())
-        prior = object_masks(labels[:, 0], k) if net.config.refine_prior else None  # the previous frame's mask
         for i in range(1, t):
             qi = query(i)
-            if prior is not None and self.flow is not None:  # aligned to frame i, as the engine does
-                prior = warp_clip_prior(prior, frames[:, i], frames[:, i - 1], self.flow)
             logits, probs = net.segment(qi, torch.stack(mem_keys, 1), torch.stack(mem_values, 1), cfg.matching,
-                                        cfg.window, prior=prior)
-            if prior is not None:
-                prior = probs[:, 1:].detach()
+                                        cfg.window)
             if lc.cross_entropy:
-                weight = (contact_weights(labels[:, i], lc.contact_radius, lc.contact_weight)
-                          if lc.contact_weight else None)
-                ce, _ = self.ce(logits, labels[:, i].long(), step, weight)
+                ce, _ = self.ce(logits, labels[:, i].long(), step)
                 losses[f"ce{i}"] = ce
                 total = total + ce
-            if lc.dice:
-                dice = object_dice_loss(probs, labels[:, i], batch["num_objects"])
-                losses[f"dice{i}"] = dice
-                total = total + lc.dice_weight * dice
             if i < t - 1:
                 mem_keys.append(qi.key)
                 mem_values.append(net.encode_value(qi, probs[:, 1:]))

@@ -32,21 +32,23 @@ def held_out_videos(val_root: Path) -> dict[str, dict[int, np.ndarray]]:
 
 def validation_jf(model_path: str | Path, data_root: str | Path, val_root: str | Path, device: str = "auto",
                   window: int = 15, memory_every: int = 6) -> dict[str, Any]:
-    """Mean J&F over the held-out frames (all objects of the supports) and the number of frames scored.
+    """Mean J&F over the held-out frames (all objects of the supports), the number of frames scored and the
+    model's carried settings it ran with (decision rule, threshold, fusion weights).
 
     Supports are the training annotations (data_root/Annotations/<video>); J&F None when nothing is held out.
     """
     from XRayVOSLib.inference.propagator import Propagator
     from XRayVOSLib.io import read_cine
     from XRayVOSLib.metrics import mean_finite, score_video
+    from XRayVOSLib.settings import RunSettings
     from XRayVOSLib.training.finetune import annotated_frames
 
     data_root, val_root = Path(data_root), Path(val_root)
     held_out = held_out_videos(val_root)
     if not held_out:
         return {"j_and_f": None, "frames": 0, "videos": 0}
-    propagator = Propagator.load(model_path, device=device, matching="local", window=window,
-                                 memory_every=memory_every)
+    settings = RunSettings.from_model(model_path, device=device, window=window, memory_every=memory_every)
+    propagator = Propagator.load(model_path, settings)
     scores: list[float] = []
     frames_scored = 0
     for video, gt in held_out.items():
@@ -61,7 +63,7 @@ def validation_jf(model_path: str | Path, data_root: str | Path, val_root: str |
         frames_scored += len(gt)
     mean = mean_finite(scores)
     return {"j_and_f": round(mean, 4) if np.isfinite(mean) else None, "frames": frames_scored,
-            "videos": len(held_out), "object_threshold": propagator.settings.object_threshold}
+            "videos": len(held_out), "settings": settings.carried()}
 
 
 __all__ = ["held_out_videos", "validation_jf"]
