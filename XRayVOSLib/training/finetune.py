@@ -57,17 +57,19 @@ def annotated_frames(data_root: Path, video: str) -> dict[int, np.ndarray]:
     return labels
 
 
-def pseudo_label(data_root: Path, model_path: Path, out_root: Path, device: str = "auto",
-                 window: int = 15, memory_every: int = 6, carried: dict[str, Any] | None = None) -> list[str]:
-    """Write out_root/<video>/%05d.png for every frame, propagated from the labelled frames (kept exact).
+# The teacher labels with the network's plain arg-max, no output fusion: what the two-shot recipe was
+# built and tested with (pseudo-labels through the fusion were never measured).
+PSEUDO_LABEL_SETTINGS = {"decision": "threshold", "threshold": 0.5, "temporal_blend": 0.0, "support_warp": 0.0}
 
-    carried: the decision rule and fusion weights to label with (over the defaults); None: model_path's own.
-    """
+
+def pseudo_label(data_root: Path, model_path: Path, out_root: Path, device: str = "auto",
+                 window: int | None = None, memory_every: int | None = None) -> list[str]:
+    """Write out_root/<video>/%05d.png for every frame, propagated from the labelled frames (kept exact)."""
     from XRayVOSLib.inference.propagator import Propagator
     from XRayVOSLib.io import read_cine, write_mask_sequence
 
-    base = RunSettings.from_model(model_path) if carried is None else RunSettings.from_dict(carried)
-    settings = base.replace(method="local", device=device, window=window, memory_every=memory_every)
+    settings = RunSettings.from_model(model_path, method="local", device=device, window=window,
+                                      memory_every=memory_every, **PSEUDO_LABEL_SETTINGS)
     propagator = Propagator.load(model_path, settings)
     videos = list_videos(data_root)
     for video in videos:
@@ -127,7 +129,7 @@ def finetune(
             pseudo_root = work / "pseudo"
             stage("pseudo-label")
             # The teacher carries no settings of its own: it labels as the init model would.
-            pseudo_label(data_root, teacher, pseudo_root, device=device, carried=carried)
+            pseudo_label(data_root, teacher, pseudo_root, device=device)
             losses = dataclasses.replace(base.losses, consistency=True)
             student_cfg = dataclasses.replace(base, **common, steps=student_steps, pseudo_root=str(pseudo_root),
                                               losses=losses, out_dir=str(work / "student"))
