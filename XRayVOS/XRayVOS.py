@@ -1,29 +1,38 @@
 """XRayVOS: segment every frame of an X-ray angiography cine from one or two painted frames.
 
-The widget is thin: it binds the .ui to a parameter node and drives xrayvos_slicer.logic.XRayVOSLogic,
-which does the MRML work and runs the propagation in a background process that a QTimer polls.
+The widget is thin: it binds the .ui to the parameter node (xrayvos_gui.module_logic.XRayVOSParameterNode)
+and drives xrayvos_gui.module_logic.XRayVOSLogic, which builds the run's RunSettings, does the MRML work
+(xrayvos_slicer.logic) and runs the propagation in a background process that a QTimer polls.
+
+From the Python console:
+
+    import XRayVOS
+    from XRayVOSLib.settings import RunSettings
+    logic = XRayVOS.XRayVOSLogic()
+    result = logic.propagate(browser, supportSegmentation)                        # the bundled model's settings
+    result = logic.propagate(browser, supportSegmentation,
+                             RunSettings.from_model(None, decision="threshold", threshold=0.3))
 """
 
 import logging
 import os
-import shutil
-import sys
-from typing import Annotated, Optional, Union
+from typing import Optional
 
 import qt
 import slicer
 import vtk
-from slicer import vtkMRMLSegmentationNode, vtkMRMLSequenceBrowserNode, vtkMRMLSequenceNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
-from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleLogic, ScriptedLoadableModuleWidget
+from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
+from XRayVOSLib.settings import NETWORK_METHODS
+from xrayvos_gui.module_logic import Decision, XRayVOSLogic, XRayVOSParameterNode
+from xrayvos_gui.self_test import XRayVOSTest
 from xrayvos_slicer import logic as corelogic
-from xrayvos_slicer.export import PropagationSettings
 from xrayvos_slicer.finetune_logic import FinetuneLogic
-from xrayvos_gui.self_test import XRayVOSTest  # noqa: F401  (Slicer runs the module's <name>Test class)
+
+__all__ = ["XRayVOS", "XRayVOSLogic", "XRayVOSParameterNode", "XRayVOSTest", "XRayVOSWidget"]  # Slicer runs <name>Test
 
 POLL_MS = 200
 
@@ -41,19 +50,6 @@ class XRayVOS(ScriptedLoadableModule):
             "segmentation sequence synchronised with the cine.")
         self.parent.acknowledgementText = _(
             "Local-matching memory network after Xi, Ma and Zhuang, Neural Networks 2026.")
-
-
-@parameterNodeWrapper
-class XRayVOSParameterNode:
-    inputCine: Union[vtkMRMLSequenceBrowserNode, vtkMRMLSequenceNode, None]
-    supportSegmentation: vtkMRMLSegmentationNode
-    method: Annotated[str, Choice(["local", "global", "flow"])] = "local"
-    device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
-    window: Annotated[int, WithinRange(1, 63)] = 15
-    memoryEvery: Annotated[int, WithinRange(1, 100)] = 6
-    threshold: Annotated[float, WithinRange(0.0, 0.95)] = 0.0  # 0: the model's calibrated object threshold
-    flipAverage: bool = False
-    modelPath: str = ""  # empty: the model bundled with the extension
 
 
 class XRayVOSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -162,10 +158,11 @@ class XRayVOSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if p and self.ui.modelComboBox.findData(p.modelPath) >= 0:
             self.ui.modelComboBox.setCurrentIndex(self.ui.modelComboBox.findData(p.modelPath))
         self.ui.markReviewedButton.enabled = self.ui.markAllReviewedButton.enabled = bool(p and p.supportSegmentation)
-        self.ui.windowSpinBox.enabled = self.ui.memoryEverySpinBox.enabled = bool(p) and p.method != "flow"
-        self.ui.thresholdSpinBox.enabled = self.ui.flipAverageCheckBox.enabled = bool(p) and p.method != "flow"
-        self.ui.modelPathLineEdit.enabled = self.ui.deviceComboBox.enabled = bool(p) and p.method != "flow"
-        self.ui.modelComboBox.enabled = bool(p) and p.method != "flow"
+        network = bool(p) and p.method in NETWORK_METHODS  # the baselines have no model, window nor decision
+        for widget in (self.ui.windowSpinBox, self.ui.memoryEverySpinBox, self.ui.modelPathLineEdit,
+                       self.ui.deviceComboBox, self.ui.modelComboBox, self.ui.decisionComboBox):
+            widget.enabled = network
+        self.ui.thresholdSpinBox.enabled = network and p.decision == Decision.THRESHOLD
         self.observeSupport()
         self.supportRefreshTimer.start()
 
@@ -273,8 +270,15 @@ class XRayVOSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._observedBrowser.SetSelectedItemNumber(int(item.data(qt.Qt.UserRole)))
 
     def onModelPathChanged(self, path: str) -> None:
-        if self._parameterNode and self._parameterNode.modelPath != path:
-            self._parameterNode.modelPath = path
+        self.selectModel(path)
+
+    def selectModel(self, path: str) -> None:
+        """A model was chosen: its decision and threshold become the controls' values (shown, not implied)."""
+        p = self._parameterNode
+        if p and p.modelPath != path:
+            with slicer.util.NodeModify(p):
+                p.modelPath = path
+                self.logic.applyModelDefaults(p)
 
     def refreshModels(self) -> None:
         """The model selector: the bundled model (path ""), then the fine-tuned models of the user folder."""
@@ -287,8 +291,7 @@ class XRayVOSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             combo.setCurrentIndex(max(combo.findData(self._parameterNode.modelPath), 0))
 
     def onModelChosen(self, index: int) -> None:
-        if self._parameterNode:
-            self._parameterNode.modelPath = self.ui.modelComboBox.itemData(index) or ""
+        self.selectModel(self.ui.modelComboBox.itemData(index) or "")
 
     def onMarkReviewed(self, current: bool) -> None:
         p = self._parameterNode
@@ -305,11 +308,10 @@ class XRayVOSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.setStatus(_("Cancelled; the support segmentation and any earlier result are unchanged"))
             return
         p = self._parameterNode
-        settings = PropagationSettings(p.method, p.modelPath or None, p.device, p.window, p.memoryEvery,
-                                       p.threshold or None, p.flipAverage)
         try:
             with slicer.util.WaitCursor():
-                self._run = self.logic.start(p.inputCine, p.supportSegmentation, settings)
+                settings = self.logic.settingsFrom(p)
+                self._run = self.logic.start(p.inputCine, p.supportSegmentation, settings, p.modelPath or None)
         except Exception as exc:
             logging.exception("XRayVOS: could not start")
             self.setStatus(str(exc), error=True)
@@ -350,40 +352,3 @@ class XRayVOSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._run = None
         self.pollTimer.stop()
         self.updateGUIFromParameterNode()
-
-
-class XRayVOSLogic(ScriptedLoadableModuleLogic, corelogic.XRayVOSLogic):
-    """The MRML logic (xrayvos_slicer.logic) plus what only real Slicer has: dependency install, launcher env."""
-
-    def __init__(self, scene=None) -> None:
-        ScriptedLoadableModuleLogic.__init__(self)
-        corelogic.XRayVOSLogic.__init__(self, scene)
-        self.python = self.findPythonSlicer()
-
-    def getParameterNode(self):
-        return XRayVOSParameterNode(super().getParameterNode())
-
-    @staticmethod
-    def findPythonSlicer() -> str:
-        name = "PythonSlicer.exe" if os.name == "nt" else "PythonSlicer"
-        candidate = os.path.join(slicer.app.slicerHome, "bin", name)
-        return shutil.which("PythonSlicer") or (candidate if os.path.isfile(candidate) else sys.executable)
-
-    def ensure_dependencies(self, settings: PropagationSettings) -> None:
-        from xrayvos_slicer import dependencies
-
-        dependencies.ensure_for(settings.method, confirm=not slicer.app.testingEnabled())
-
-    def configure_finetune(self, finetune: FinetuneLogic) -> None:
-        """Same interpreter, environment and first-use installs for fine-tuning as for propagation."""
-        from xrayvos_slicer import dependencies
-
-        finetune.python, finetune.worker_base_environment = self.python, self.worker_base_environment
-        finetune.ensure_dependencies = lambda: dependencies.ensure_for_training(
-            confirm=not slicer.app.testingEnabled())
-
-    def worker_base_environment(self):
-        try:
-            return slicer.util.startupEnvironment()  # what PythonSlicer expects (as launchConsoleProcess does)
-        except Exception:
-            return None

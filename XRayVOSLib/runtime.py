@@ -78,15 +78,17 @@ def cancel_on_signals(event: threading.Event) -> Iterator[list[int]]:
             signal.signal(s, old)
 
 
-def python_executable() -> str:
+def python_executable(home: str | Path | None = None) -> str:
     """The interpreter for background processes: PythonSlicer inside Slicer (its launcher sets Slicer's
-    library paths; looked up on PATH, then beside the running executable), else this interpreter."""
+    library paths), looked up on PATH, then in `home`/bin (Slicer's home, slicer.app.slicerHome: on macOS
+    the running executable is not beside it), then beside the running executable; else this interpreter."""
     name = "PythonSlicer.exe" if os.name == "nt" else "PythonSlicer"
     found = shutil.which("PythonSlicer")
     if found:
         return found
-    beside = Path(sys.executable).resolve().parent / name
-    return str(beside) if beside.is_file() else sys.executable
+    candidates = [Path(home) / "bin" / name] if home else []
+    candidates.append(Path(sys.executable).resolve().parent / name)
+    return next((str(c) for c in candidates if c.is_file()), sys.executable)
 
 
 __all__ = ["cancel_on_signals", "peak_memory_mb", "peak_rss_mb", "python_executable", "resolve_device"]

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from XRayVOSLib.settings import RunSettings
+
 # fixtures from conftest.py: mrml, logic, synthetic_cine, painted
 
 pytestmark = pytest.mark.slicer
@@ -55,7 +57,7 @@ def two_cases(logic, painted):
     reverse = {v: max(names) + 1 - v for v in names}  # label k painted as value (n+1-k): segments made in reverse
     support_b = logic.set_support(browser_b, 0, np.vectorize(lambda v: reverse.get(int(v), 0))(cine_b.labels[0]),
                                   names={reverse[k]: names[k] for k in names})
-    logic.propagate(browser_b, support_b, method="copy")
+    logic.propagate(browser_b, support_b, RunSettings(method="copy"))
     return (cine_a, browser_a, support_a), (cine_b, browser_b, support_b)
 
 
@@ -171,20 +173,19 @@ def test_real_finetune_installs_a_model_that_propagation_uses(ft, logic, two_cas
     assert [c["painted_frames"] for c in card["cases"]] == [[0, 5, 11], [0]]
     assert card["validation"]["frames"] == 1  # painted frame 5 of case A (reviewed frames are not held out)
     assert 0.0 <= card["validation"]["finetuned"] <= 1.0 and 0.0 <= card["validation"]["initial"] <= 1.0
-    # Base and fine-tuned model are scored at one threshold: the fine-tune keeps the bundled model's calibration.
-    from XRayVOSLib.model.checkpoint import read_metadata
-    from XRayVOSLib.model_files import default_model_path
+    # Base and fine-tuned model are scored under one decision rule: the fine-tune keeps the bundled model's
+    # carried settings (decision, threshold, fusion weights), and the card says what the new file carries.
+    from XRayVOSLib.model_files import carried_settings
 
-    bundled_threshold = read_metadata(default_model_path())[1]["object_threshold"]
-    assert card["object_threshold"] == card["validation"]["object_threshold"] == bundled_threshold
-    assert read_metadata(path)[1]["object_threshold"] == bundled_threshold
+    assert RunSettings.from_model(path).carried() == RunSettings.from_model(None).carried()
+    assert card["settings"] == carried_settings(path)
     assert "Validation" in path.with_suffix(".md").read_text()
     entries = ft.available_models()
     assert [e.path for e in entries if not e.bundled] == [path]
     assert entries[0].bundled or len(entries) == 1
     assert not list(ft.temp_root.iterdir())  # the export and checkpoints are gone
 
-    run = logic.start(browser_a, support_a, method="local", model=str(path), device="cpu", window=7)
+    run = logic.start(browser_a, support_a, RunSettings.from_model(path, device="cpu", window=7), model=str(path))
     while logic.poll(run) == "running":
         run.worker.wait(0.2)
     assert run.state == "done", run.error
@@ -207,6 +208,11 @@ def test_cancel_leaves_no_model(ft, two_cases, bundled_digest):
     assert run.step >= 1, run.error  # it was really training when cancelled
     ft.cancel(run)
     assert run.state == CANCELLED and not run.worker.running
+    # It stopped itself at the next step (SIGTERM -> the cancel event), with the protocol's last line and code.
+    from XRayVOSLib.events import EXIT_CANCELLED
+
+    last = run.worker.poll()[-1]
+    assert run.worker.returncode == EXIT_CANCELLED and last["event"] == "cancelled" and last["done"] >= 1, last
     assert not ft.models_dir.exists() or not list(ft.models_dir.iterdir())
     assert not run.work_dir.exists() and not list(ft.temp_root.iterdir())  # checkpoints went with it
     assert [e for e in ft.available_models() if not e.bundled] == []
@@ -224,7 +230,8 @@ def test_model_registry_lists_complete_checkpoints_only(tmp_path, bundled_digest
     source = save_checkpoint(tmp_path / "trained.safetensors", LocalMatchingNetwork(), {"steps": 7})
     folder = tmp_path / "models"
     installed = models.install_model(source, folder, "Site B", {"name": "Site B", "steps": 7})
-    assert installed.name == "Site_B.safetensors" and json.loads(installed.with_suffix(".json").read_text())["steps"] == 7
+    assert installed.name == "Site_B.safetensors"
+    assert json.loads(installed.with_suffix(".json").read_text())["steps"] == 7
     (folder / "junk.safetensors").write_bytes(b"not a checkpoint")
     (folder / ".Site_C.safetensors.partial").write_bytes(source.read_bytes())
     users = [e for e in models.available_models(folder) if not e.bundled]

@@ -28,7 +28,8 @@ def test_byte_compiles_with_conservative_syntax(path, tmp_path):
 
 
 def _python312() -> str | None:
-    candidates = [shutil.which("python3.12"), *map(str, sorted(Path.home().glob(".pyenv/versions/3.12*/bin/python3.12")))]
+    pyenv = sorted(Path.home().glob(".pyenv/versions/3.12*/bin/python3.12"))
+    candidates = [shutil.which("python3.12"), *map(str, pyenv)]
     for found in filter(None, candidates):
         probe = subprocess.run([found, "-c", "import sys; print(sys.version_info[:2] == (3, 12))"],
                                capture_output=True, text=True)
@@ -96,8 +97,89 @@ def test_module_widget_ui_and_parameter_node_agree():
                    and isinstance(node.value, (ast.Attribute, ast.Name))
                    and getattr(node.value, "attr", getattr(node.value, "id", "")) == "ui"}
     assert used_by_gui <= widgets, f"xrayvos_gui uses widgets missing from the .ui: {used_by_gui - widgets}"
-    finetune_widgets = {w for w in widgets if w.startswith("finetune") and not w.endswith(("Label", "CollapsibleButton"))}
+    finetune_widgets = {w for w in widgets
+                        if w.startswith("finetune") and not w.endswith(("Label", "CollapsibleButton"))}
     assert finetune_widgets and finetune_widgets <= used_by_gui | used, "unused Fine-tune widgets in the .ui"
+
+
+def _parameter_annotations() -> dict[str, ast.expr]:
+    tree = ast.parse((MODULE / "xrayvos_gui" / "module_logic.py").read_text(encoding="utf-8"))
+    wrapper = _classes(tree)["XRayVOSParameterNode"]
+    return {node.target.id: node.annotation for node in wrapper.body if isinstance(node, ast.AnnAssign)}
+
+
+def _choices(annotation: ast.expr) -> list:
+    calls = [n for n in ast.walk(annotation) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "Choice"]
+    return ast.literal_eval(calls[0].args[0])
+
+
+def test_parameter_node_and_ui_speak_run_settings():
+    """The controls can only produce valid RunSettings: method, device, decision, threshold range."""
+    from XRayVOSLib.settings import DECISIONS, METHODS, RunSettings
+
+    annotations = _parameter_annotations()
+    assert set(_choices(annotations["method"])) <= set(METHODS)
+    for device in _choices(annotations["device"]):
+        RunSettings(device=device)
+    tree = ast.parse((MODULE / "xrayvos_gui" / "module_logic.py").read_text(encoding="utf-8"))
+    decision = _classes(tree)["Decision"]
+    values = [ast.literal_eval(n.value) for n in decision.body if isinstance(n, ast.Assign)]
+    assert values == list(DECISIONS)
+    assert getattr(annotations["decision"], "id", "") == "Decision"
+    ranges = [n for n in ast.walk(annotations["threshold"]) if isinstance(n, ast.Call)
+              and getattr(n.func, "id", "") == "WithinRange"]
+    low, high = (ast.literal_eval(a) for a in ranges[0].args)
+    RunSettings(decision="threshold", threshold=low)
+    RunSettings(decision="threshold", threshold=high)
+
+    ui = ET.parse(MODULE / "Resources" / "UI" / "XRayVOS.ui")
+    widgets = {w.get("name"): w for w in ui.iter("widget")}
+    combo, spin = widgets["decisionComboBox"], widgets["thresholdSpinBox"]
+    assert combo.get("class") == "QComboBox" and spin.get("class") == "QDoubleSpinBox"
+    bound = {w.get("name"): w.find("property[@name='SlicerParameterName']/string").text for w in (combo, spin)}
+    assert bound == {"decisionComboBox": "decision", "thresholdSpinBox": "threshold"}
+    spin_range = [float(spin.find(f"property[@name='{k}']/double").text) for k in ("minimum", "maximum")]
+    assert spin_range == [low, high]  # the spin box offers what the parameter node accepts
+    assert not [name for name in widgets if "flip" in name.lower()]
+    # The threshold box is live only with the fixed-threshold decision (no hidden switch on its value).
+    source = MODULE_SCRIPT.read_text(encoding="utf-8")
+    assert "self.ui.thresholdSpinBox.enabled = network and p.decision == Decision.THRESHOLD" in source
+
+
+def _module_imports(path: Path, name: str, package: bool) -> set[str]:
+    """Every module `path` imports (function-level imports too), relative imports resolved."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            parts = name.split(".") if package else name.split(".")[:-1]
+            base = ".".join(parts[:len(parts) - node.level + 1] + [node.module or ""]).strip(".") \
+                if node.level else node.module
+            out |= {base} | {f"{base}.{alias.name}" for alias in node.names}
+    return out
+
+
+def test_no_module_of_the_extension_imports_one_that_imports_it_back():
+    """Import graph of XRayVOS/ (as Slicer puts it on sys.path): no cycle, through function-level imports too."""
+    files = {}
+    for path in [MODULE_SCRIPT, *LOGIC_FILES, *GUI_FILES]:
+        parts = list(path.relative_to(MODULE).with_suffix("").parts)
+        package = parts[-1] == "__init__"
+        files[".".join(parts[:-1] if package else parts)] = (path, package)
+    graph = {}
+    for name, (path, package) in files.items():
+        imported = _module_imports(path, name, package)
+        prefixes = {".".join(m.split(".")[:i]) for m in imported for i in range(1, m.count(".") + 2)}
+        graph[name] = {m for m in prefixes if m in files and m != name}
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(nxt == goal or (nxt not in seen and not seen.add(nxt) and reaches(nxt, goal, seen))
+                   for nxt in graph[start])
+
+    cycles = sorted(name for name in graph if reaches(name, name, set()))
+    assert not cycles, f"import cycles through {cycles}"
+    assert "XRayVOS" not in set().union(*graph.values()), "only Slicer imports the module file"
 
 
 def test_icon_is_a_128_pixel_png():

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import vtk
 
+from XRayVOSLib.settings import RunSettings
+
 # fixtures from conftest.py: mrml, logic, synthetic_cine
 
 pytestmark = pytest.mark.slicer
@@ -43,14 +45,22 @@ def test_flow_propagation_writes_a_synchronised_result(logic, synthetic_cine, pa
     support_before, _ = logic.label_arrays(browser, support)
 
     seen = []
-    result = logic.propagate(browser, support, method="flow", progress=lambda d, n: seen.append((d, n)))
+    flow = RunSettings(method="flow", decision="threshold", threshold=0.3)
+    result = logic.propagate(browser, support, flow, progress=lambda d, n: seen.append((d, n)))
     volume_sequence = browser.GetMasterSequenceNode()
     T = volume_sequence.GetNumberOfDataNodes()
     assert seen and seen[-1][0] <= seen[-1][1]
     assert result.GetNumberOfDataNodes() == T
     assert browser.IsSynchronizedSequenceNodeID(result.GetID(), False)
     assert [result.GetNthIndexValue(t) for t in range(T)] == [volume_sequence.GetNthIndexValue(t) for t in range(T)]
-    assert result.GetAttribute("XRayVOS.Method") == "flow"
+    # The settings are recorded on the result.
+    assert {key: result.GetAttribute(f"XRayVOS.{key}") for key in ("Method", "Model", "Device", "Window",
+                                                                   "MemoryEvery", "Decision", "Threshold")} == {
+        "Method": "flow", "Model": "bundled", "Device": "auto", "Window": "15", "MemoryEvery": "6",
+        "Decision": "threshold", "Threshold": "0.3"}
+    assert float(result.GetAttribute("XRayVOS.TemporalBlend")) == flow.temporal_blend
+    assert float(result.GetAttribute("XRayVOS.SupportWarp")) == flow.support_warp
+    assert float(result.GetAttribute("XRayVOS.Seconds")) > 0
     assert result.GetNodeReference(SUPPORT_REFERENCE) is support_sequence
 
     ids = S.segment_ids(support)
@@ -90,8 +100,10 @@ def test_flow_propagation_writes_a_synchronised_result(logic, synthetic_cine, pa
 
     # Re-running replaces only the earlier result: same node, support untouched.
     logic.set_support(browser, 6, cine.labels[6], support=support, names=dict(cine.object_names))
-    again = logic.propagate(browser, support, method="copy")
+    again = logic.propagate(browser, support, RunSettings(method="copy"))
     assert again is result and result.GetAttribute("XRayVOS.Method") == "copy"
+    # An area-prior run has no threshold: the earlier run's attribute goes with it.
+    assert result.GetAttribute("XRayVOS.Decision") == "area-prior" and result.GetAttribute("XRayVOS.Threshold") is None
     roles = [logic.scene.GetNthNodeByClass(i, "vtkMRMLSequenceNode").GetAttribute("XRayVOS.Role")
              for i in range(logic.scene.GetNumberOfNodesByClass("vtkMRMLSequenceNode"))]
     assert sorted(r or "" for r in roles) == ["cine", "result", "support"]
@@ -104,13 +116,14 @@ def test_flow_propagation_writes_a_synchronised_result(logic, synthetic_cine, pa
 
 @pytest.mark.slow
 def test_local_network_propagation_small_cine(logic, painted):
-    """The network method through the real worker (untrained weights if models/ is empty): 8 frames 128x128."""
+    """The network method through the real worker (untrained weights if models/ is empty): 8 frames 128x128.
+    No settings: the bundled model's own (RunSettings.from_model(None)), recorded on the result."""
     pytest.importorskip("torch")
     from XRayVOSLib.synth import generate_cine
 
     cine = generate_cine(seed=5, num_frames=8, size=128)
     browser, support = painted(cine, frames=(0,))
-    run = logic.start(browser, support, method="local", device="cpu", window=7, memory_every=3)
+    run = logic.start(browser, support)
     while logic.poll(run) == "running":
         run.worker.wait(0.2)
     assert run.state == "done", run.error
@@ -119,7 +132,13 @@ def test_local_network_propagation_small_cine(logic, painted):
     assert labels.shape == cine.labels.shape and labels.dtype == np.uint8
     np.testing.assert_array_equal(labels[0], cine.labels[0])
     assert set(np.unique(labels)) <= set(np.unique(cine.labels[0]))
-    assert run.result.GetAttribute("XRayVOS.Window") == "7"
+    own = RunSettings.from_model(None)
+    assert run.settings == own and run.model is None
+    attributes = {key: run.result.GetAttribute(f"XRayVOS.{key}") for key in ("Method", "Window", "MemoryEvery",
+                                                                             "Decision", "TemporalBlend")}
+    assert attributes == {"Method": own.method, "Window": str(own.window), "MemoryEvery": str(own.memory_every),
+                          "Decision": own.decision, "TemporalBlend": str(own.temporal_blend)}
+    assert (run.result.GetAttribute("XRayVOS.Threshold") is None) == (own.decision == "area-prior")
     assert not run.work_dir.exists()
 
 
@@ -128,7 +147,7 @@ def test_use_current_frame_seeds_a_support_from_the_result(logic, synthetic_cine
     browser, support = painted(cine, frames=(0,))
     with pytest.raises(ValueError, match="nothing painted"):
         logic.use_frame_as_support(browser, support, 4)
-    result = logic.propagate(browser, support, method="copy")
+    result = logic.propagate(browser, support, RunSettings(method="copy"))
     browser.SetSelectedItemNumber(4)
     assert logic.use_frame_as_support(browser, support) == 4
     assert logic.support_frames(browser, support) == [0, 4]
@@ -137,3 +156,14 @@ def test_use_current_frame_seeds_a_support_from_the_result(logic, synthetic_cine
     assert names == [cine.object_names[k] for k in sorted(cine.object_names)]
     assert logic.use_frame_as_support(browser, support, 0) == 0  # already a support: unchanged
     np.testing.assert_array_equal(logic.label_arrays(browser, support)[0][0], cine.labels[0])
+
+
+def test_start_names_a_missing_model_and_refuses_other_settings(logic, synthetic_cine, painted):
+    """A model path that is not there fails before anything starts, naming it; settings are a RunSettings."""
+    browser, support = painted(synthetic_cine, frames=(0,))
+    with pytest.raises(ValueError, match="model file .*nowhere.safetensors does not exist"):
+        logic.start(browser, support, RunSettings(method="copy"), model="/nowhere.safetensors")
+    with pytest.raises(TypeError, match="RunSettings"):
+        logic.start(browser, support, {"method": "copy"})
+    assert logic.result_sequence(browser, support) is None
+    assert logic.run_settings(None, method="copy", window=None) == RunSettings.from_model(None, method="copy")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from XRayVOSLib.settings import RunSettings
+
 # fixtures from conftest.py: mrml, logic, synthetic_cine
 
 pytestmark = pytest.mark.slicer
@@ -24,7 +26,7 @@ def test_mrb_roundtrip_keeps_sequences_and_synchronisation(logic, synthetic_cine
 
     cine = synthetic_cine
     browser, support = painted(cine, frames=(0, 11))
-    result = logic.propagate(browser, support, method="flow")
+    result = logic.propagate(browser, support, RunSettings(method="flow"))
     expected_result, names = logic.label_arrays(browser, result)
     expected_support, _ = logic.label_arrays(browser, support)
 

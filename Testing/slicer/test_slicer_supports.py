@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from XRayVOSLib.settings import RunSettings
+
 # fixtures from conftest.py: mrml, logic, synthetic_cine
 
 pytestmark = pytest.mark.slicer
@@ -93,4 +95,4 @@ def test_result_or_foreign_segmentations_are_refused_as_support(logic, synthetic
         logic.support_sequence(other, support)
     with pytest.raises(ValueError, match="no support frame"):
         empty = logic.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "empty")
-        logic.start(browser, empty, method="flow")
+        logic.start(browser, empty, RunSettings(method="flow"))

@@ -70,7 +70,8 @@ class FinetuneSection:
         ui = self.ui
         return FL.FinetuneSettings(name=ui.finetuneNameLineEdit.text.strip(),
                                    base_model=ui.finetuneBaseModelComboBox.currentData or None,
-                                   steps=int(ui.finetuneStepsSpinBox.value), device=ui.finetuneDeviceComboBox.currentText,
+                                   steps=int(ui.finetuneStepsSpinBox.value),
+                                   device=ui.finetuneDeviceComboBox.currentText,
                                    two_shot=ui.finetuneTwoShotComboBox.currentText)
 
     def onFinetuneOrCancel(self) -> None:

@@ -1,7 +1,12 @@
-"""XRayVOS's self-test in real Slicer (Slicer runs XRayVOSTest from the module file, which imports it)."""
+"""XRayVOS's self-test in real Slicer (Slicer runs XRayVOSTest from the module file, which imports it).
+
+It drives the module's logic (module_logic.XRayVOSLogic), never the module file itself: no import cycle.
+"""
 
 import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleTest
+
+from xrayvos_gui.module_logic import XRayVOSLogic
 
 
 class XRayVOSTest(ScriptedLoadableModuleTest):
@@ -22,8 +27,6 @@ class XRayVOSTest(ScriptedLoadableModuleTest):
 
         self.delayDisplay("Generating a synthetic cine")
         cine = generate_cine(seed=7, num_frames=12, size=128)
-        from XRayVOS import XRayVOSLogic
-
         logic = XRayVOSLogic()
         browser = logic.add_cine(cine.frames, np.arange(12) * cine.frame_time, cine.spacing, "Synthetic cine")
         sequence = browser.GetMasterSequenceNode()
@@ -38,7 +41,8 @@ class XRayVOSTest(ScriptedLoadableModuleTest):
         methods = ["flow"] + (["local"] if importlib.util.find_spec("torch") else [])
         for method in methods:
             self.delayDisplay(f"Propagating with {method}")
-            result = logic.propagate(browser, support, method=method, device="cpu", timeout=600)
+            result = logic.propagate(browser, support, logic.run_settings(method=method, device="cpu"), timeout=600)
+            self.assertEqual(result.GetAttribute("XRayVOS.Method"), method)
             self.assertEqual(result.GetNumberOfDataNodes(), 12)
             self.assertTrue(browser.IsSynchronizedSequenceNodeID(result.GetID(), False))
             labels, segmentNames = logic.label_arrays(browser, result)
@@ -50,8 +54,10 @@ class XRayVOSTest(ScriptedLoadableModuleTest):
                 dice = 2 * inter / ((labels > 0).sum() + (cine.labels > 0).sum())
                 self.assertGreater(dice, 0.6)
         if "local" in methods:
-            self.delayDisplay("Propagating with an object threshold of 0.3")
-            result = logic.propagate(browser, support, method="local", device="cpu", threshold=0.3, timeout=600)
+            self.delayDisplay("Propagating with a fixed object threshold of 0.3")
+            settings = logic.run_settings(device="cpu", decision="threshold", threshold=0.3)
+            result = logic.propagate(browser, support, settings, timeout=600)
+            self.assertEqual(result.GetAttribute("XRayVOS.Decision"), "threshold")
             self.assertEqual(float(result.GetAttribute("XRayVOS.Threshold")), 0.3)
         results = [n for n in slicer.util.getNodesByClass("vtkMRMLSequenceNode")
                    if n.GetAttribute("XRayVOS.Role") == "result"]
@@ -75,6 +81,8 @@ class XRayVOSTest(ScriptedLoadableModuleTest):
             path = finetune.finetune(FinetuneSettings(name="self-test", device="cpu", steps=3, size=64, batch_size=2),
                                      cases=[support], timeout=900)
             self.assertIn(str(path), [str(e.path) for e in finetune.available_models()])
-            result = logic.propagate(browser, support, method="local", model=str(path), device="cpu", timeout=600)
+            result = logic.propagate(browser, support, logic.run_settings(str(path), device="cpu"), model=str(path),
+                                     timeout=600)
+            self.assertEqual(result.GetAttribute("XRayVOS.Model"), str(path))
             labels, _names = logic.label_arrays(browser, result)
             np.testing.assert_array_equal(labels[0], cine.labels[0])

@@ -11,19 +11,7 @@
     training_cases  reviewed cases from the scene -> a DAVIS folder for fine-tuning
     finetune_logic  FinetuneLogic: checks, the background `xrayvos finetune`, installing the model
     dependencies    first-use installation of torch and the other Python packages (needs real Slicer)
+
+Import the submodules themselves (`from xrayvos_slicer.logic import XRayVOSLogic`): the package imports
+nothing, so `import xrayvos_slicer.worker_process` does not pull the MRML libraries in.
 """
-
-__all__ = ["XRayVOSLogic", "FinetuneLogic"]
-
-
-def __getattr__(name: str):
-    # Lazy, so `import xrayvos_slicer.worker_process` does not pull the MRML libraries in.
-    if name == "XRayVOSLogic":
-        from .logic import XRayVOSLogic
-
-        return XRayVOSLogic
-    if name == "FinetuneLogic":
-        from .finetune_logic import FinetuneLogic
-
-        return FinetuneLogic
-    raise AttributeError(name)

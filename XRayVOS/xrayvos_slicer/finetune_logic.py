@@ -9,7 +9,9 @@
 
 Every check that can fail (no annotations, segment names, disk space, CUDA, the name) runs before
 anything starts: logic.plan(...) raises ValueError with the message for the user. The background process
-is `python -m XRayVOSLib finetune --progress-json`; its model goes to a temporary folder and is copied
+is `python -m XRayVOSLib finetune --progress-json` (the JSON event lines and exit codes of XRayVOSLib.events:
+"progress" with done / total / loss / eta_s, "stage", "done", "cancelled", "error"); its model goes to a
+temporary folder and is copied
 into the models folder only after it finished, so a cancel or crash never leaves a half-written model,
 and the bundled model is never a target.
 """
@@ -26,7 +28,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import slicer
 
-from XRayVOSLib.model_files import default_model_path, read_model_header
+from XRayVOSLib.events import EXIT_CANCELLED, EXIT_OK
+from XRayVOSLib.model_files import carried_settings, default_model_path, read_model_header
 
 from . import models, training_cases
 from .sequences import browsers
@@ -235,17 +238,20 @@ class FinetuneLogic:
         for event in events:
             kind = event.get("event")
             if kind == "progress":
-                run.step, run.total = int(event.get("step", run.step)), int(event.get("total", run.total))
+                run.step, run.total = int(event.get("done", run.step)), int(event.get("total", run.total))
                 run.loss, run.eta_s = event.get("loss"), event.get("eta_s")
             elif kind == "stage":
                 run.stage = str(event.get("stage", ""))
+            elif kind == "error":
+                run.error = str(event.get("message", ""))
             elif kind == "done":
                 run.report = event
         if not finished:
             return run.state
-        if run.worker.cancel_requested:
+        code = run.worker.returncode
+        if run.worker.cancel_requested or code == EXIT_CANCELLED:  # by us, or a signal from outside
             run.state = CANCELLED
-        elif run.worker.returncode == 0 and run.report:
+        elif code == EXIT_OK and run.report:
             try:
                 run.card = self.model_card(run)
                 run.model_path = models.install_model(run.work_dir / MODEL_NAME, self.models_dir,
@@ -256,7 +262,8 @@ class FinetuneLogic:
         else:
             run.state = FAILED
             stderr = run.worker.error_text()
-            run.error = stderr or f"the fine-tune process stopped with exit status {run.worker.returncode}"
+            head = run.error or f"the fine-tune process stopped with exit status {code}"
+            run.error = f"{head}\n{stderr}".strip() if stderr and stderr not in head else head
         shutil.rmtree(run.work_dir, ignore_errors=True)
         return run.state
 
@@ -294,15 +301,16 @@ class FinetuneLogic:
         base_header = read_model_header(plan.base_model)
         return {
             "name": plan.settings.name, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "base_model": str(plan.base_model), "base_model_steps": (base_header[1].get("steps") if base_header else None),
+            "base_model": str(plan.base_model),
+            "base_model_steps": base_header[1].get("steps") if base_header else None,
             "steps": plan.settings.steps, "two_shot": plan.two_shot, "device": plan.settings.device,
             "seconds": report.get("seconds"), "segments": plan.segment_names, "segment_mapping": plan.mapping,
             "cases": run.case_summaries, "data_dir": str(plan.data_dir) if plan.data_dir else None,
             "validation": {"initial": (validation.get("initial") or {}).get("j_and_f"),
                            "finetuned": (validation.get("finetuned") or {}).get("j_and_f"),
-                           "frames": (validation.get("finetuned") or {}).get("frames", 0),
-                           "object_threshold": (validation.get("finetuned") or {}).get("object_threshold")},
-            "object_threshold": report.get("object_threshold"),  # kept from the base model (None: 0.5)
+                           "frames": (validation.get("finetuned") or {}).get("frames", 0)},
+            # What the new model file carries (decision, threshold, fusion weights: kept from the base model).
+            "settings": carried_settings(run.work_dir / MODEL_NAME),
         }
 
 

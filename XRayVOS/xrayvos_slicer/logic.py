@@ -2,14 +2,21 @@
 
 Non-blocking (the widget polls it from a QTimer):
 
-    run = logic.start(browser, supportSegmentation, PropagationSettings(method="flow"))
+    run = logic.start(browser, supportSegmentation, RunSettings(method="flow"))
     while logic.poll(run) == "running": ...      # run.done / run.total / run.eta_seconds()
     run.result                                     # the result segmentation sequence ("done")
     logic.cancel(run)                              # kills the worker tree, writes nothing
 
 Blocking, for the Python console and batch scripts:
 
-    resultSequence = logic.propagate(browser, supportSegmentation, method="local")
+    resultSequence = logic.propagate(browser, supportSegmentation)          # the model's own settings
+    settings = RunSettings.from_model(path, decision="threshold", threshold=0.3, device="cpu")
+    resultSequence = logic.propagate(browser, supportSegmentation, settings, model=path)
+
+settings None means RunSettings.from_model(model): the shipped defaults overlaid with what the model file
+carries (model None = the bundled model). The result sequence records the settings in its attributes
+(XRayVOS.Method, .Model, .Device, .Window, .MemoryEvery, .Decision, .Threshold (decision "threshold"
+only), .TemporalBlend, .SupportWarp, .Seconds).
 
 Needs only the MRML libraries (works with the slicer-core wheel); the scene defaults to slicer.mrmlScene.
 """
@@ -25,8 +32,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import slicer
 
+from XRayVOSLib.events import EXIT_CANCELLED, EXIT_OK
+from XRayVOSLib.settings import RunSettings
+
 from . import export, results, sequences, supports
-from .export import PropagationSettings
 from .worker_process import WorkerProcess, worker_environment
 
 RUNNING, DONE, FAILED, CANCELLED = "running", "done", "failed", "cancelled"
@@ -39,7 +48,8 @@ class PropagationRun:
     browser: Any
     cine: Any
     support: Any
-    settings: PropagationSettings
+    settings: RunSettings
+    model: str | None  # None: the bundled model
     infos: list
     originals: dict
     work_dir: Path
@@ -84,7 +94,7 @@ class XRayVOSLogic:
         return self._scene if self._scene is not None else slicer.mrmlScene
 
     # -- hooks the Slicer module overrides -------------------------------------------------------------------
-    def ensure_dependencies(self, settings: PropagationSettings) -> None:
+    def ensure_dependencies(self, settings: RunSettings) -> None:
         """Install what the run needs; the core logic assumes it is there (see dependencies.py)."""
 
     def worker_base_environment(self) -> Mapping[str, str] | None:
@@ -169,9 +179,22 @@ class XRayVOSLogic:
         return frame
 
     # -- propagation -----------------------------------------------------------------------------------------
-    def start(self, cine, support, settings: PropagationSettings | None = None, **overrides: Any) -> PropagationRun:
-        """Export frames and supports, launch the background worker and return at once."""
-        settings = PropagationSettings(**{**(settings.__dict__ if settings else {}), **overrides}).validate()
+    @staticmethod
+    def run_settings(model: str | None = None, **choices: Any) -> RunSettings:
+        """The model's settings (RunSettings.from_model) with `choices` (None: keep) over them; InputError names
+        a bad one. What the widget's controls become."""
+        return RunSettings.from_model(model or None, **choices)
+
+    def start(self, cine, support, settings: RunSettings | None = None, model: str | None = None) -> PropagationRun:
+        """Export frames and supports, launch the background worker and return at once.
+
+        settings None: RunSettings.from_model(model). model None: the bundled model."""
+        model = str(model) if model else None
+        if model is not None and not Path(model).expanduser().is_file():
+            raise ValueError(f"model file {model} does not exist")
+        settings = RunSettings.from_model(model) if settings is None else settings
+        if not isinstance(settings, RunSettings):
+            raise TypeError(f"settings must be a RunSettings, got {type(settings).__name__}")
         browser, cine_sequence = self.resolve_cine(cine)
         support_sequence = self.support_sequence(cine, support)
         infos = supports.sync_segments(browser, support_sequence)
@@ -184,7 +207,7 @@ class XRayVOSLogic:
         self.ensure_dependencies(settings)
         work_dir = export.make_work_dir()
         try:
-            job = export.write_job(work_dir, frames, labelmaps, settings)
+            job = export.write_job(work_dir, frames, labelmaps, settings, model)
             worker = WorkerProcess(job, python=self.python,
                                    env=worker_environment(self.worker_base_environment(), self.worker_env))
             worker.start()
@@ -194,8 +217,8 @@ class XRayVOSLogic:
         total = frames.shape[0] - len(labelmaps)
         logging.info("XRayVOS: %s on %d frames, supports %s (worker pid %s)", settings.method, frames.shape[0],
                      sorted(labelmaps), worker.pid)
-        return PropagationRun(browser, cine_sequence, support_sequence, settings, infos, originals, work_dir, worker,
-                              total)
+        return PropagationRun(browser, cine_sequence, support_sequence, settings, model, infos, originals, work_dir,
+                              worker, total)
 
     def poll(self, run: PropagationRun) -> str:
         """Take in the worker's reports; on success write the result sequence. Returns run.state."""
@@ -215,9 +238,9 @@ class XRayVOSLogic:
         if not finished:
             return run.state
         code = run.worker.returncode
-        if run.worker.cancel_requested:
+        if run.worker.cancel_requested or code == EXIT_CANCELLED:  # by us, or a signal from outside
             run.state = CANCELLED
-        elif code == 0:
+        elif code == EXIT_OK:
             self._write_back(run)
         else:
             run.state = FAILED
@@ -233,11 +256,7 @@ class XRayVOSLogic:
     def _write_back(self, run: PropagationRun) -> None:
         try:
             labels = export.read_output(run.work_dir / export.JOB_NAME)
-            attributes = {"XRayVOS.Method": run.settings.method, "XRayVOS.Model": run.settings.model or "bundled",
-                          "XRayVOS.Device": run.settings.device, "XRayVOS.Window": run.settings.window,
-                          "XRayVOS.MemoryEvery": run.settings.memory_every, "XRayVOS.Seconds": run.seconds or "",
-                          "XRayVOS.Threshold": "" if run.settings.threshold is None else run.settings.threshold,
-                          "XRayVOS.FlipAverage": int(run.settings.flip_average)}
+            attributes = result_attributes(run.settings, run.model, run.seconds)
             run.result = results.write_result(self.scene, run.browser, run.support, labels, run.infos, run.originals,
                                               attributes)
             run.done = run.total
@@ -253,17 +272,13 @@ class XRayVOSLogic:
             run.state = CANCELLED
         export.remove_work_dir(run.work_dir)
 
-    def propagate(self, cine, support, method: str = "local", model: str | None = None, device: str = "auto",
-                  window: int = 15, memory_every: int = 6, timeout: float | None = None,
-                  progress: Callable[[int, int], None] | None = None, threshold: float | None = None,
-                  flip_average: bool = False) -> Any:
+    def propagate(self, cine, support, settings: RunSettings | None = None, model: str | None = None,
+                  timeout: float | None = None, progress: Callable[[int, int], None] | None = None) -> Any:
         """Blocking run for scripts; returns the result segmentation sequence or raises with the worker's error.
 
-        threshold: the object threshold (None: the model's calibrated one; see README, *The object threshold*).
-        flip_average: also propagate the left-right mirrored cine and average (twice the time).
+        settings None: RunSettings.from_model(model). progress(done, total) as the worker reports.
         """
-        run = self.start(cine, support, PropagationSettings(method, model, device, window, memory_every, threshold,
-                                                            flip_average))
+        run = self.start(cine, support, settings, model)
         deadline = None if timeout is None else time.monotonic() + timeout
         last = -1
         try:
@@ -301,4 +316,15 @@ class XRayVOSLogic:
         return labels, [first.GetSegment(sid).GetName() for sid in ids]
 
 
-__all__ = ["XRayVOSLogic", "PropagationRun", "PropagationSettings", "RUNNING", "DONE", "FAILED", "CANCELLED"]
+def result_attributes(settings: RunSettings, model: str | None, seconds: float | None) -> dict[str, Any]:
+    """What a result sequence records about its run; None removes an attribute left by an earlier run."""
+    return {"XRayVOS.Method": settings.method, "XRayVOS.Model": model or "bundled", "XRayVOS.Device": settings.device,
+            "XRayVOS.Window": settings.window, "XRayVOS.MemoryEvery": settings.memory_every,
+            "XRayVOS.Decision": settings.decision,
+            "XRayVOS.Threshold": settings.threshold if settings.decision == "threshold" else None,
+            "XRayVOS.TemporalBlend": settings.temporal_blend, "XRayVOS.SupportWarp": settings.support_warp,
+            "XRayVOS.Seconds": "" if seconds is None else seconds}
+
+
+__all__ = ["XRayVOSLogic", "PropagationRun", "RunSettings", "result_attributes", "RUNNING", "DONE", "FAILED",
+           "CANCELLED"]

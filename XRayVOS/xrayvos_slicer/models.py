@@ -41,7 +41,8 @@ class ModelEntry:
 
 
 def user_models_dir() -> Path:
-    """$XRAYVOS_MODELS_DIR, else ~/.xrayvos/models. In Slicer the module passes <user settings folder>/XRayVOS/models."""
+    """$XRAYVOS_MODELS_DIR, else ~/.xrayvos/models. In Slicer the module passes
+    <user settings folder>/XRayVOS/models."""
     env = os.environ.get("XRAYVOS_MODELS_DIR")
     return Path(env) if env else Path.home() / ".xrayvos" / "models"
 
@@ -91,7 +92,8 @@ def available_models(models_dir: Path) -> list[ModelEntry]:
     return out
 
 
-def install_model(source: Path, models_dir: Path, name: str, card: Mapping[str, Any], overwrite: bool = False) -> Path:
+def install_model(source: Path, models_dir: Path, name: str, card: Mapping[str, Any],
+                  overwrite: bool = False) -> Path:
     """Copy a finished model into models_dir as `name`, with its card; atomic, never onto the bundled file."""
     target = models_dir / model_file_name(name)
     bundled = default_model_path()
@@ -128,7 +130,8 @@ def card_markdown(card: Mapping[str, Any]) -> str:
              f"Fine-tuned with XRayVOS on {card.get('created', '?')} from `{card.get('base_model', '?')}`.", "",
              f"- Steps: {card.get('steps')}, two-shot: {card.get('two_shot')}, device: {card.get('device')}, "
              f"time: {card.get('seconds')} s",
-             f"- Segments (label order): {', '.join(card.get('segments', [])) or '-'}", "",
+             f"- Segments (label order): {', '.join(card.get('segments', [])) or '-'}",
+             f"- Settings it carries: {settings_text(card.get('settings') or {})}", "",
              "## Source cases", "", "| case | frames | labelled (painted / reviewed) | held out |", "|---|---|---|---|"]
     for case in card.get("cases", []):
         lines.append(f"| {case.get('name')} | {case.get('frames')} | {len(case.get('train_frames', []))} "
@@ -137,11 +140,15 @@ def card_markdown(card: Mapping[str, Any]) -> str:
     lines += ["", "## Validation (J&F on held-out annotated frames)", ""]
     if validation.get("frames"):
         lines.append(f"- Base model: {validation.get('initial')}; fine-tuned: {validation.get('finetuned')} "
-                     f"({validation.get('frames')} frames, both at object threshold "
-                     f"{validation.get('object_threshold') or 0.5})")
+                     f"({validation.get('frames')} frames, both with the base model's settings)")
     else:
         lines.append("- No held-out annotated frames (a case needs 3 or more labelled frames to hold one out).")
     return "\n".join(lines) + "\n"
+
+
+def settings_text(settings: Mapping[str, Any]) -> str:
+    """The carried settings in one line; none: the shipped defaults apply (XRayVOSLib.settings)."""
+    return ", ".join(f"{key} {value}" for key, value in settings.items()) or "none (the defaults)"
 
 
 __all__ = ["ModelEntry", "available_models", "bundled_model", "install_model", "model_file_name",

@@ -9,7 +9,7 @@ references), and never touches the support sequence itself.
 from __future__ import annotations
 
 import time
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import slicer
@@ -47,7 +47,7 @@ def snapshot_supports(cine: "slicer.vtkMRMLSequenceNode", support: "slicer.vtkMR
 
 def write_result(scene: "slicer.vtkMRMLScene", browser: "slicer.vtkMRMLSequenceBrowserNode",
                  support: "slicer.vtkMRMLSequenceNode", labels: np.ndarray, infos: Sequence[S.SegmentInfo],
-                 originals: Mapping[int, "slicer.vtkMRMLSegmentationNode"], attributes: Mapping[str, str] | None = None,
+                 originals: Mapping[int, "slicer.vtkMRMLSegmentationNode"], attributes: Mapping[str, Any] | None = None,
                  name: str | None = None) -> "slicer.vtkMRMLSequenceNode":
     """labels [T, H, W] (value k = infos[k-1]) -> the result sequence, created or replaced in place.
 
@@ -88,7 +88,10 @@ def write_result(scene: "slicer.vtkMRMLScene", browser: "slicer.vtkMRMLSequenceB
         sequence.SetAttribute("XRayVOS.Created", time.strftime("%Y-%m-%d %H:%M:%S"))
         sequence.RemoveAttribute(REVIEWED_ATTRIBUTE)  # reviews were of the predictions just replaced
         for key, value in (attributes or {}).items():
-            sequence.SetAttribute(key, str(value))
+            if value is None:  # not part of this run (e.g. the threshold of an area-prior run)
+                sequence.RemoveAttribute(key)
+            else:
+                sequence.SetAttribute(key, str(value))
     finally:
         sequence.EndModify(was_modifying)
     if created:

@@ -23,7 +23,6 @@ import numpy as np
 import slicer
 
 from . import results, supports
-from . import segments as S
 from .sequences import ROLE_ATTRIBUTE, browsers, cine_frames, synchronized_sequences
 
 REVIEWED_ATTRIBUTE = results.REVIEWED_ATTRIBUTE
@@ -152,7 +151,8 @@ def _normal(name: str) -> str:
     return re.sub(r"[\s_\-]+", "", name).lower()
 
 
-def relabel(case: TrainingCase, names: Sequence[str], mapping: Mapping[str, str] | None = None) -> dict[int, np.ndarray]:
+def relabel(case: TrainingCase, names: Sequence[str],
+            mapping: Mapping[str, str] | None = None) -> dict[int, np.ndarray]:
     """The case's labels with value = 1 + index of its (mapped) segment name in `names`; dropped names -> 0."""
     mapping = dict(mapping or {})
     lut = np.zeros(256, np.uint8)

@@ -1,7 +1,8 @@
 """Launch, monitor and cancel a background `python -m ...` without blocking the caller.
 
 The propagation worker is `python -m XRayVOSLib.worker --job JOB`; a fine-tune is
-`python -m XRayVOSLib finetune ... --progress-json`. Both report JSON lines with an "event" key.
+`python -m XRayVOSLib finetune ... --progress-json`. Both report the JSON event lines and exit codes of
+XRayVOSLib.events. The interpreter is XRayVOSLib.runtime.python_executable() unless the caller names one.
 
 Reader threads turn the worker's stdout into a queue of JSON events and keep the last stderr lines;
 `poll()` drains the queue and never blocks, so a Qt timer (or a script loop) can call it. Cancel kills
@@ -17,21 +18,16 @@ import collections
 import json
 import os
 import queue
-import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from XRayVOSLib.runtime import python_executable
+
 STDERR_LINES = 40
-
-
-def python_executable() -> str:
-    """PythonSlicer inside Slicer (the launcher sets Slicer's library paths), else this interpreter."""
-    return shutil.which("PythonSlicer") or sys.executable
 
 
 def library_root() -> Path:

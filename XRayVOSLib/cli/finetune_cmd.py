@@ -1,25 +1,29 @@
 """`xrayvos finetune --data DAVIS_ROOT --init MODEL --out MODEL_OUT [--two-shot] [--steps N] [--device ...]`.
 
-With --progress-json, progress goes to stdout as JSON lines, one per step:
-  {"event": "progress", "step": s, "total": n, "loss": x, "eta_s": e}
-a line {"event": "stage", "stage": name} as each stage starts (train | teacher, pseudo-label, student |
-validate), and at the end {"event": "done", "model": path, ...}. Background callers (the Slicer module)
-parse these. With --val-annotations DIR (held-out masks, DIR/<video>/%05d.png), the done line carries
-"validation": J&F on those frames for the initial and the fine-tuned model.
-The output model appears only when training completes (written under a temporary name, then renamed).
+With --progress-json, stdout carries only the JSON event lines of XRayVOSLib.events:
+  {"event": "stage", "stage": name}      as each stage starts (train | teacher, pseudo-label, student | validate)
+  {"event": "progress", "done": s, "total": n, "loss": x, "eta_s": e}     after each training step
+  {"event": "done", "model": path, "seconds": s, ...}                      the last line of a finished run
+  {"event": "cancelled", "done": s, "total": n}  or  {"event": "error", "message": "..."}
+and the exit codes are the same table (0 done, 1 failed, 2 bad input, 130 cancelled by SIGINT / SIGTERM).
+Background callers (the Slicer module) parse these. With --val-annotations DIR (held-out masks,
+DIR/<video>/%05d.png), the done line carries "validation": J&F on those frames for the initial and the
+fine-tuned model. The output model appears only when training completes (written under a temporary name,
+then renamed); a cancelled or failed run writes none.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
-from XRayVOSLib.cli.propagate_cmd import cancel_on_signals
-from XRayVOSLib.errors import InputError
+from XRayVOSLib.errors import CancelledError, InputError, XRayVOSError
+from XRayVOSLib.events import EXIT_CANCELLED, EXIT_INPUT, EXIT_OK, emit
+from XRayVOSLib.runtime import cancel_on_signals
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,7 +44,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from XRayVOSLib.inference.propagator import default_model_path
+    """Run the fine-tune; with --progress-json every ending, good or bad, is also the last event line."""
+    steps = {"done": 0, "total": int(args.steps)}
+    try:
+        return _finetune(args, steps)
+    except (CancelledError, KeyboardInterrupt):
+        if args.progress_json:
+            emit("cancelled", **steps)
+        print("xrayvos finetune: cancelled; no model was written", file=sys.stderr)
+        return EXIT_CANCELLED
+    except OSError as exc:  # unwritable folder, full disk: one line, as for bad input
+        if args.progress_json:
+            emit("error", message=f"{type(exc).__name__}: {exc}")
+        print(f"xrayvos finetune: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except Exception as exc:  # XRayVOSError: the CLI prints its line (exit 2); anything else: a traceback (exit 1)
+        if args.progress_json:
+            emit("error", message=str(exc) if isinstance(exc, XRayVOSError) else f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def _finetune(args: argparse.Namespace, steps: dict[str, int]) -> int:
+    from XRayVOSLib.model_files import default_model_path
     from XRayVOSLib.training.config import TrainConfig
     from XRayVOSLib.training.finetune import finetune
 
@@ -60,14 +85,14 @@ def run(args: argparse.Namespace) -> int:
 
     def on_stage(name: str) -> None:
         if args.progress_json:
-            print(json.dumps({"event": "stage", "stage": name}), flush=True)
+            emit("stage", stage=name)
 
     def on_step(step: int, total: int, losses: dict[str, float]) -> None:
+        steps.update(done=int(step), total=int(total))
         if args.progress_json:
-            elapsed = time.time() - started
-            eta = elapsed / max(step, 1) * (total - step)
-            print(json.dumps({"event": "progress", "step": step, "total": total,
-                              "loss": round(losses.get("total", float("nan")), 5), "eta_s": round(eta, 1)}), flush=True)
+            eta = (time.time() - started) / max(step, 1) * (total - step)
+            emit("progress", done=int(step), total=int(total), loss=round(losses.get("total", float("nan")), 5),
+                 eta_s=round(eta, 1))
 
     base = TrainConfig(batch_size=args.batch_size, size=args.size)
     cancel = threading.Event()
@@ -76,15 +101,23 @@ def run(args: argparse.Namespace) -> int:
                                 work_dir=args.work_dir, base=base, on_step=on_step, cancel=cancel,
                                 show_progress=not (args.quiet or args.progress_json), on_stage=on_stage)
     if val_root is not None:
-        from XRayVOSLib.training.validation import validation_jf
-
         on_stage("validate")
-        try:  # best effort: the model is trained and written whatever happens here
-            report["validation"] = {"initial": validation_jf(init, args.data, val_root, device=args.device),
-                                    "finetuned": validation_jf(path, args.data, val_root, device=args.device)}
-        except Exception as exc:
-            report["validation_error"] = f"{type(exc).__name__}: {exc}"
-            print(f"xrayvos finetune: validation failed ({exc}); the model was written", file=sys.stderr)
-    summary = {"event": "done", "model": str(path), "seconds": round(time.time() - started, 1), **report}
-    print(json.dumps(summary) if args.progress_json else f"model written to {path}", file=sys.stdout, flush=True)
-    return 0
+        report.update(_validation(init, path, args, val_root))
+    summary: dict[str, Any] = {"model": str(path), "seconds": round(time.time() - started, 1), **report}
+    if args.progress_json:
+        emit("done", **summary)
+    else:
+        print(f"model written to {path}", flush=True)
+    return EXIT_OK
+
+
+def _validation(init: Path, path: Path, args: argparse.Namespace, val_root: Path) -> dict[str, Any]:
+    """J&F of the initial and the fine-tuned model on held-out masks; best effort: the model is written."""
+    from XRayVOSLib.training.validation import validation_jf
+
+    try:
+        return {"validation": {"initial": validation_jf(init, args.data, val_root, device=args.device),
+                               "finetuned": validation_jf(path, args.data, val_root, device=args.device)}}
+    except Exception as exc:
+        print(f"xrayvos finetune: validation failed ({exc}); the model was written", file=sys.stderr)
+        return {"validation_error": f"{type(exc).__name__}: {exc}"}
