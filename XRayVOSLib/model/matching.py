@@ -17,6 +17,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from XRayVOSLib.settings import RunSettings
+
 
 def l2_similarity(mem_keys: torch.Tensor, query_key: torch.Tensor) -> torch.Tensor:
     """Negative squared L2 distance (up to a per-query constant), scaled by 1/sqrt(Ck), as in STCN.
@@ -132,8 +134,8 @@ def memory_readout(
     query_key: torch.Tensor,
     mem_keys: torch.Tensor,
     mem_values: torch.Tensor,
-    matching: str = "local",
-    window: int = 15,
+    matching: str = RunSettings.method,
+    window: int = RunSettings.window,
     *,
     query_chunk: int = 2048,
     rows: torch.Tensor | None = None,

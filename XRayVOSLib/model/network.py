@@ -17,6 +17,7 @@ from XRayVOSLib.model.layers import DepthwiseBlock, ResBlock, UpsampleBlock
 from XRayVOSLib.model.matching import memory_readout
 from XRayVOSLib.model.mobilenet import MobileNetV2Trunk
 from XRayVOSLib.model.normalize import normalize
+from XRayVOSLib.settings import RunSettings
 
 
 @dataclass
@@ -156,8 +157,8 @@ class LocalMatchingNetwork(nn.Module):
         q: QueryFeatures,
         mem_keys: torch.Tensor,
         mem_values: torch.Tensor,
-        matching: str = "local",
-        window: int = 15,
+        matching: str = RunSettings.method,
+        window: int = RunSettings.window,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Read memory and decode. mem_keys: B, N, Ck, h, w; mem_values: B, N, K, Cv, h, w.
 

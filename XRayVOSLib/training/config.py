@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from XRayVOSLib.errors import InputError
+from XRayVOSLib.settings import RunSettings
 
 
 @dataclass
@@ -41,8 +42,8 @@ class TrainConfig:
     freeze_trunk: bool = True
     weight_decay: float = 1e-4
     grad_clip: float = 3.0
-    matching: str = "local"
-    window: int = 15
+    matching: str = RunSettings.method
+    window: int = RunSettings.window
     init: str | None = None  # ImageNet MobileNetV2 .pth, or an XRayVOS checkpoint to fine-tune
     out_dir: str = "runs/train"
     save_every: int = 250

@@ -31,7 +31,7 @@ def held_out_videos(val_root: Path) -> dict[str, dict[int, np.ndarray]]:
 
 
 def validation_jf(model_path: str | Path, data_root: str | Path, val_root: str | Path, device: str = "auto",
-                  window: int = 15, memory_every: int = 6) -> dict[str, Any]:
+                  window: int | None = None, memory_every: int | None = None) -> dict[str, Any]:
     """Mean J&F over the held-out frames (all objects of the supports), the number of frames scored and the
     model's carried settings it ran with (decision rule, threshold, fusion weights).
 
