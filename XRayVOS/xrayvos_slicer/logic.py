@@ -94,8 +94,8 @@ class XRayVOSLogic:
         return self._scene if self._scene is not None else slicer.mrmlScene
 
     # -- hooks the Slicer module overrides -------------------------------------------------------------------
-    def ensure_dependencies(self, settings: RunSettings) -> None:
-        """Install what the run needs; the core logic assumes it is there (see dependencies.py)."""
+    def ensure_dependencies(self, method: str) -> None:
+        """Install what a run of `method` needs; the core logic assumes it is there (see dependencies.py)."""
 
     def worker_base_environment(self) -> Mapping[str, str] | None:
         return None  # os.environ
@@ -192,8 +192,7 @@ class XRayVOSLogic:
         model = str(model) if model else None
         if model is not None and not Path(model).expanduser().is_file():
             raise ValueError(f"model file {model} does not exist")
-        settings = RunSettings.from_model(model) if settings is None else settings
-        if not isinstance(settings, RunSettings):
+        if settings is not None and not isinstance(settings, RunSettings):
             raise TypeError(f"settings must be a RunSettings, got {type(settings).__name__}")
         browser, cine_sequence = self.resolve_cine(cine)
         support_sequence = self.support_sequence(cine, support)
@@ -204,7 +203,9 @@ class XRayVOSLogic:
                              f"{browser.GetProxyNode(support_sequence).GetName()!r}")
         frames = sequences.cine_frames(cine_sequence)
         originals = results.snapshot_supports(cine_sequence, support_sequence, sorted(labelmaps))
-        self.ensure_dependencies(settings)
+        # Installs first: reading the model's own settings needs safetensors (the default method is a network).
+        self.ensure_dependencies(settings.method if settings is not None else RunSettings().method)
+        settings = RunSettings.from_model(model) if settings is None else settings
         work_dir = export.make_work_dir()
         try:
             job = export.write_job(work_dir, frames, labelmaps, settings, model)
