@@ -27,18 +27,24 @@ def default_model_path() -> Path | None:
     return None
 
 
-def read_model_header(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """(config, info) from an XRayVOS checkpoint's metadata; None when the file is not one (or safetensors,
-    installed on first use in Slicer, is not there yet)."""
-    try:
-        from safetensors import safe_open
+# The safetensors header is 8 bytes (little-endian length N) and N bytes of JSON whose "__metadata__" holds
+# our strings. Read here with the standard library because the Slicer GUI fills its model list and its
+# decision controls before safetensors is installed (first use); anything larger is not a header we wrote.
+MAX_HEADER_BYTES = 16 * 2**20
 
-        with safe_open(str(path), framework="numpy") as handle:
-            meta = handle.metadata() or {}
+
+def read_model_header(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(config, info) from an XRayVOS checkpoint's metadata; None when the file is not one."""
+    try:
+        with open(path, "rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            if not 0 < size <= MAX_HEADER_BYTES:
+                return None
+            meta = json.loads(handle.read(size).decode("utf-8")).get("__metadata__") or {}
         if meta.get("format") != CHECKPOINT_FORMAT:
             return None
         return json.loads(meta.get("config", "{}")), json.loads(meta.get("info", "{}"))
-    except Exception:  # a corrupt or foreign file is simply not listed
+    except (OSError, ValueError, AttributeError):  # a missing, corrupt or foreign file is simply not listed
         return None
 
 
