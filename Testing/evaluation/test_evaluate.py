@@ -15,6 +15,7 @@ from XRayVOSLib.cli import main
 from XRayVOSLib.evaluation import evaluate_methods, read_frames
 from XRayVOSLib.io import read_mask_folder
 from XRayVOSLib.metrics import dice, f_measure, hd95, j_measure
+from XRayVOSLib.settings import RunSettings
 from XRayVOSLib.synth import write_davis_dataset
 
 METHODS = ["flow", "copy"]
@@ -32,7 +33,8 @@ def num_objects(root: Path) -> dict[str, int]:
     return {v: len(set(np.unique(read_mask_folder(root / "Annotations" / v)[0])) - {0}) for v in VIDEOS}
 
 
-def direct_scores(pred: dict[int, np.ndarray], gt: dict[int, np.ndarray], supports: list[int], spacing=None) -> dict[int, dict]:
+def direct_scores(pred: dict[int, np.ndarray], gt: dict[int, np.ndarray], supports: list[int],
+                  spacing=None) -> dict[int, dict]:
     """Per-object means computed straight from the single-frame metric functions."""
     frames = [t for t in sorted(gt) if t not in supports]
     ids = sorted(set(np.unique(np.concatenate([gt[t].ravel() for t in supports]))) - {0})
@@ -54,7 +56,8 @@ def direct_scores(pred: dict[int, np.ndarray], gt: dict[int, np.ndarray], suppor
 def test_evaluate_methods_writes_outputs_matching_direct_metrics(davis_root: Path, tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     out = tmp_path / "eval"
-    results = evaluate_methods(davis_root, METHODS, supports="first", out_dir=out, save_masks=True)
+    settings = RunSettings(window=9, decision="threshold", threshold=0.4)
+    results = evaluate_methods(davis_root, METHODS, supports="first", out_dir=out, save_masks=True, settings=settings)
     videos = results["videos"]
     assert videos == VIDEOS
     total_objects = sum(num_objects(davis_root).values())
@@ -69,6 +72,7 @@ def test_evaluate_methods_writes_outputs_matching_direct_metrics(davis_root: Pat
             assert img.size[0] > 100 and img.size[1] > 100
 
     saved = json.loads((out / "results.json").read_text())
+    assert saved["settings"] == settings.to_dict() and saved["model"] is None  # each method ran with its own name
     meta = json.loads((davis_root / "meta.json").read_text())
     all_objects = []
     for method in METHODS:
@@ -98,8 +102,9 @@ def test_evaluate_methods_writes_outputs_matching_direct_metrics(davis_root: Pat
     gt_b = read_mask_folder(davis_root / "Annotations" / "synth_0001")
     from XRayVOSLib.methods import make_method
 
-    direct = make_method("copy").propagate(frames, {0: gt_b[0]})
-    np.testing.assert_array_equal(np.stack(list(read_mask_folder(out / "masks" / "copy" / "synth_0001").values())), direct)
+    direct = make_method(RunSettings(method="copy")).propagate(frames, {0: gt_b[0]})
+    saved_masks = read_mask_folder(out / "masks" / "copy" / "synth_0001")
+    np.testing.assert_array_equal(np.stack(list(saved_masks.values())), direct)
 
     with open(out / "results.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -153,7 +158,8 @@ def test_eval_cli_supports_file_and_partial_ground_truth(davis_root: Path, tmp_p
     spec = tmp_path / "supports.json"
     spec.write_text(json.dumps({"synth_0000": [0, 3], "synth_0001": [0]}))
     pred_root = davis_root / "Annotations"  # the full ground truth as a perfect prediction
-    assert main(["eval", str(gt_root), str(pred_root), "--supports", str(spec), "--json", str(tmp_path / "o.json")]) == 0
+    assert main(["eval", str(gt_root), str(pred_root), "--supports", str(spec),
+                 "--json", str(tmp_path / "o.json")]) == 0
     scored = json.loads((tmp_path / "o.json").read_text())
     assert all(frames == {"6": 1.0} for frames in scored["per_frame_J"]["synth_0000"].values())
     assert all(set(frames) == {"3", "6"} for frames in scored["per_frame_J"]["synth_0001"].values())
@@ -173,3 +179,26 @@ def test_evaluate_cli_prints_summary_and_rejects_unknown_methods(davis_root: Pat
     assert (out / "results.json").is_file() and (out / "j_curve_synth_0000.png").is_file()
     assert main(["evaluate", "--data", str(davis_root), "--methods", "copy,nope"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_evaluate_cli_records_the_settings_flags(davis_root: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "cli"
+    assert main(["evaluate", "--data", str(davis_root), "--methods", "copy,flow", "--out", str(out), "--videos", "1",
+                 "--window", "9", "--decision", "threshold", "--threshold", "0.4", "--temporal-blend", "0",
+                 "--support-warp", "0.5"]) == 0
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["settings"]["method"] == "copy"  # the first method's; each method runs under its own name
+    assert {k: saved["settings"][k] for k in ("window", "decision", "threshold", "temporal_blend", "support_warp")} \
+        == {"window": 9, "decision": "threshold", "threshold": 0.4, "temporal_blend": 0.0, "support_warp": 0.5}
+    assert set(saved["methods"]) == {"copy", "flow"}
+    capsys.readouterr()
+
+
+def test_evaluate_threshold_without_decision_threshold_exits_2(davis_root: Path, tmp_path: Path, capsys) -> None:
+    rc = main(["evaluate", "--data", str(davis_root), "--methods", "copy", "--out", str(tmp_path / "o"),
+               "--threshold", "0.4", "--decision", "area-prior"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--decision threshold" in err[0], err
+    assert not (tmp_path / "o").exists()
+    assert main(["evaluate", "--data", str(davis_root), "--methods", "copy", "--support-warp", "-0.1"]) == 2
+    assert "setting support_warp" in capsys.readouterr().err

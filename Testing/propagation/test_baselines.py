@@ -1,4 +1,5 @@
-"""Baselines `copy`, `flow` and `flow-support`: tracking, the two-support merge rule, supports, progress and cancel."""
+"""Baselines `copy`, `flow` and `flow-support` through the shared pass loop: tracking, the two-support merge rule,
+supports returned bit-identical by every method, progress and cancel."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from XRayVOSLib.baselines import CopyPropagator, FlowPropagator
 from XRayVOSLib.errors import CancelledError, InputError
 from XRayVOSLib.methods import make_method
 from XRayVOSLib.metrics import j_measure
+from XRayVOSLib.settings import RunSettings
 
 
 def moving_blob_cine(num_frames: int = 20, size: int = 128, step: int = 2, seed: int = 0):
@@ -56,9 +58,9 @@ def test_flow_tracks_a_translating_blob_and_copy_does_not() -> None:
 def test_flow_support_warps_straight_from_the_support_so_a_bad_frame_does_not_carry_on() -> None:
     frames, labels = moving_blob_cine(num_frames=10)
     frames[3] = np.random.default_rng(5).uniform(0, 255, frames[3].shape).astype(np.uint8)  # one corrupt frame
-    chained = make_method("flow").propagate(frames, {0: labels[0]})
-    anchored = make_method("flow-support").propagate(frames, {0: labels[0]})
-    assert make_method("flow-support").name == "flow-support"
+    chained = make_method(RunSettings(method="flow")).propagate(frames, {0: labels[0]})
+    anchored = make_method(RunSettings(method="flow-support")).propagate(frames, {0: labels[0]})
+    assert make_method(RunSettings(method="flow-support")).name == "flow-support"
     np.testing.assert_array_equal(anchored[0], labels[0])
     later = range(4, 10)
     assert mean_j(anchored, labels, later) > 0.85  # frames after the corrupt one are solved against frame 0
@@ -84,6 +86,9 @@ def test_flow_two_supports_nearer_support_wins_and_midpoint_tie_goes_to_earlier(
     assert set(centre[1:10].tolist()) == {2}, centre  # nearer frame 0
     assert set(centre[11:20].tolist()) == {1}, centre  # nearer frame 20
     assert centre[10] == 2  # midpoint: equal weights, tie -> earlier support
+    assert pred.dtype == np.uint8
+    np.testing.assert_array_equal(pred[0], first)  # both supports come back bit-identical
+    np.testing.assert_array_equal(pred[20], last)
 
 
 def test_supports_returned_exactly_and_copy_picks_nearest() -> None:
@@ -99,6 +104,46 @@ def test_supports_returned_exactly_and_copy_picks_nearest() -> None:
     copy = CopyPropagator().propagate(frames, supports)
     for t, source in {0: a, 1: a, 3: a, 4: a, 5: b, 7: b, 8: b}.items():  # frame 4 is a tie -> earlier
         np.testing.assert_array_equal(copy[t], source, err_msg=f"frame {t}")
+
+
+def relabelled_supports(dtype: type, count: int) -> dict[int, np.ndarray]:
+    """One or two supports on a 9-frame cine, with non-contiguous ids in the given dtype."""
+    a, b = np.zeros((64, 64), dtype), np.zeros((64, 64), dtype)
+    a[5:20, 5:20], a[40:50, 40:50] = 3, 200
+    b[30:60, 2:12], b[8:16, 40:60] = 200, 3
+    return {2: a, 6: b} if count == 2 else {6: b}
+
+
+@pytest.mark.usefixtures("torch_one_thread")
+@pytest.mark.parametrize("count", [1, 2])
+@pytest.mark.parametrize("method", ["local", "flow", "flow-support", "copy"])
+def test_every_method_returns_the_supports_bit_identical(method: str, count: int) -> None:
+    frames = static_cine(9)
+    runner = make_method(RunSettings(method=method, device="cpu"))  # local: the shipped model
+    for dtype in (np.uint8, np.uint16, np.int32):
+        supports = relabelled_supports(dtype, count)
+        out = runner.propagate(frames, supports)
+        assert out.shape == frames.shape and out.dtype == dtype, (method, dtype)
+        for t, mask in supports.items():
+            assert np.array_equal(out[t], mask), (method, dtype, t)
+        assert set(np.unique(out)) <= {0, 3, 200}
+    # iter_propagate hands back the very arrays it was given, supports first
+    supports = relabelled_supports(np.uint16, count)
+    yielded = list(runner.iter_propagate(frames, supports))
+    assert [t for t, _ in yielded[:count]] == sorted(supports)
+    assert all(labels is supports[t] for t, labels in yielded[:count])
+    assert sorted(t for t, _ in yielded) == list(range(9))
+
+
+def test_baselines_decide_by_the_plain_arg_max_whatever_the_settings_say() -> None:
+    frames = static_cine(9)
+    a, b = np.zeros((64, 64), np.uint8), np.zeros((64, 64), np.uint8)
+    a[10:30, 10:30], b[20:40, 20:40] = 1, 1
+    for name in ("flow", "copy"):
+        plain = make_method(RunSettings(method=name)).propagate(frames, {0: a, 8: b})
+        for decision, threshold in (("threshold", 0.2), ("threshold", 0.8), ("area-prior", 0.5)):
+            other = make_method(RunSettings(method=name, decision=decision, threshold=threshold))
+            np.testing.assert_array_equal(other.propagate(frames, {0: a, 8: b}), plain, err_msg=f"{name} {decision}")
 
 
 @pytest.mark.parametrize("method", [FlowPropagator(), CopyPropagator()], ids=["flow", "copy"])
@@ -132,16 +177,25 @@ def test_bad_input_is_rejected() -> None:
         CopyPropagator().propagate(frames, {0: np.zeros((64, 64), np.uint8)})
 
 
-def test_make_method_builds_baselines() -> None:
-    assert make_method("flow").name == "flow"
-    assert make_method("copy", window=3).name == "copy"
+def test_make_method_builds_baselines_from_settings() -> None:
+    assert make_method(RunSettings(method="flow")).name == "flow"
+    # the baselines read no model and no network setting: a model path that does not exist is not opened
+    assert make_method(RunSettings(method="copy", window=3), "no/such/model.safetensors").name == "copy"
+    assert isinstance(make_method(RunSettings(method="flow-support")), FlowPropagator)
 
 
 def test_baselines_and_davis_metrics_do_not_import_torch() -> None:
+    """A baseline run, made through make_method and the shared pass loop, and the DAVIS metrics stay torch-free."""
     code = (
-        "import sys, XRayVOSLib.baselines.flow, XRayVOSLib.baselines.copy, XRayVOSLib.metrics;"
+        "import sys, numpy as np, XRayVOSLib.metrics;"
+        "from XRayVOSLib.methods import make_method; from XRayVOSLib.settings import RunSettings;"
+        "frames = np.random.default_rng(0).integers(0, 255, (4, 32, 32), dtype=np.uint8);"
+        "mask = np.zeros((32, 32), np.uint8); mask[8:16, 8:16] = 1;"
+        "[make_method(RunSettings(method=m)).propagate(frames, {0: mask, 3: mask}) for m in"
+        " ('flow', 'flow-support', 'copy')];"
+        "XRayVOSLib.metrics.j_measure(mask > 0, mask > 0);"
         "bad = [m for m in ('torch', 'monai') if m in sys.modules];"
         "sys.exit(f'imported {bad}' if bad else 0)"
     )
-    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -1,4 +1,5 @@
-"""`xrayvos propagate`, `bench --quick` and `info` end to end: files written, JSON progress, errors, cancel."""
+"""`xrayvos propagate` and `info` end to end: files written, run.json and its settings, JSON progress, errors,
+cancel. (`bench` is tested in Testing/inference/test_bench.py.)"""
 
 from __future__ import annotations
 
@@ -15,15 +16,19 @@ import pytest
 import torch
 from PIL import Image
 
+from XRayVOSLib import model_files
 from XRayVOSLib.cli import main, propagate_cmd
+from XRayVOSLib.events import EXIT_CANCELLED
 from XRayVOSLib.inference import propagator
 from XRayVOSLib.io import read_mask, write_mask
 from XRayVOSLib.model.checkpoint import save_checkpoint
+from XRayVOSLib.model.config import CONFIG_VERSION
 from XRayVOSLib.model.network import LocalMatchingNetwork
+from XRayVOSLib.settings import RunSettings
 from XRayVOSLib.synth import generate_cine
 
-RUN_KEYS = {"input", "frames", "height", "width", "objects", "supports", "device", "matching", "window",
-            "memory_every", "model", "model_trained", "seconds", "fps", "peak_memory_mb", "xrayvos_version"}
+RUN_KEYS = {"input", "frames", "height", "width", "objects", "supports", "device", "model", "model_trained",
+            "settings", "seconds", "total_seconds", "fps", "peak_memory_mb", "xrayvos_version"}
 ONE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
@@ -68,26 +73,27 @@ def check_output(out: Path, cine: dict, supports: dict[int, Path]) -> dict:
 
 
 def test_propagate_npy_with_png_support(cine: dict, tmp_path: Path, capsys, monkeypatch) -> None:
-    monkeypatch.setattr(propagator, "default_model_path", lambda: None)  # no checkpoint, whatever models/ holds
+    for module in (propagator, model_files):  # no checkpoint, whatever models/ holds
+        monkeypatch.setattr(module, "default_model_path", lambda: None)
     out = tmp_path / "out"
     rc = main(["propagate", str(cine["npy"]), "--support", f"0:{cine['m0']}", "--out", str(out),
-               "--no-jit", "--quiet", "--window", "7", "--memory-every", "2"])
+               "--quiet", "--window", "7", "--memory-every", "2"])
     assert rc == 0
     record = check_output(out, cine, {0: cine["m0"]})
-    assert record["matching"] == "local" and record["window"] == 7 and record["memory_every"] == 2
+    assert record["settings"] == {**RunSettings(window=7, memory_every=2).to_dict(), "device": "cpu"}
     assert record["device"] == "cpu" and record["model"] == "untrained" and record["model_trained"] is False
     err = capsys.readouterr().err
     assert "warning" in err and "UNTRAINED" in err
 
 
 @pytest.mark.skipif(propagator.default_model_path() is None, reason="models/ ships no checkpoint here")
-def test_propagate_uses_the_shipped_model(cine: dict, tmp_path: Path, capsys) -> None:
+def test_propagate_uses_the_shipped_model_and_its_settings(cine: dict, tmp_path: Path, capsys) -> None:
     shipped = propagator.default_model_path()
     out = tmp_path / "out"
-    assert main(["propagate", str(cine["npy"]), "--support", f"0:{cine['m0']}", "--out", str(out),
-                 "--no-jit", "--quiet"]) == 0
+    assert main(["propagate", str(cine["npy"]), "--support", f"0:{cine['m0']}", "--out", str(out), "--quiet"]) == 0
     record = check_output(out, cine, {0: cine["m0"]})
     assert record["model"] == str(shipped) and record["model_trained"] is True
+    assert record["settings"] == {**RunSettings.from_model(shipped).to_dict(), "device": "cpu"}
     assert "UNTRAINED" not in capsys.readouterr().err
 
 
@@ -95,10 +101,11 @@ def test_propagate_png_folder_two_supports_progress_json(cine: dict, tmp_path: P
     model = save_checkpoint(tmp_path / "m.safetensors", LocalMatchingNetwork(), info={"trained": True})
     out = tmp_path / "out"
     rc = main(["propagate", str(cine["folder"]), "--support", f"4:{cine['m4']}", "--support", f"0:{cine['m0']}",
-               "--out", str(out), "--matching", "global", "--model", str(model), "--no-jit", "--progress-json"])
+               "--out", str(out), "--method", "global", "--model", str(model), "--progress-json"])
     assert rc == 0
     record = check_output(out, cine, {0: cine["m0"], 4: cine["m4"]})
-    assert record["model"] == str(model) and record["model_trained"] is True and record["matching"] == "global"
+    assert record["model"] == str(model) and record["model_trained"] is True
+    assert record["settings"]["method"] == "global"
     captured = capsys.readouterr()
     assert "UNTRAINED" not in captured.err
     events = [json.loads(line) for line in captured.out.splitlines()]
@@ -113,11 +120,40 @@ def test_propagate_png_folder_two_supports_progress_json(cine: dict, tmp_path: P
 def test_propagate_copy_baseline(cine: dict, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert main(["propagate", str(cine["npy"]), "--support", f"0:{cine['m0']}", "--support", f"4:{cine['m4']}",
-                 "--out", str(out), "--matching", "copy", "--quiet"]) == 0
+                 "--out", str(out), "--method", "copy", "--quiet"]) == 0
     record = check_output(out, cine, {0: cine["m0"], 4: cine["m4"]})
-    assert record["model"] is None
+    assert record["model"] is None and record["settings"]["method"] == "copy"
     assert np.array_equal(read_mask(out / "00001.png"), read_mask(cine["m0"]))
     assert np.array_equal(read_mask(out / "00003.png"), read_mask(cine["m4"]))
+
+
+def test_decision_threshold_is_applied_and_recorded(cine: dict, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = save_checkpoint(tmp_path / "m.safetensors", LocalMatchingNetwork(), info={"trained": True})
+    areas = {}
+    for threshold in ("0.2", "0.8"):
+        out = tmp_path / threshold
+        assert main(["propagate", str(cine["npy"]), "--support", f"0:{cine['m0']}", "--out", str(out), "--quiet",
+                     "--model", str(model), "--decision", "threshold", "--threshold", threshold]) == 0
+        record = check_output(out, cine, {0: cine["m0"]})
+        assert record["settings"]["decision"] == "threshold" and record["settings"]["threshold"] == float(threshold)
+        areas[threshold] = sum(np.count_nonzero(read_mask(out / f"{t:05d}.png")) for t in range(1, 5))
+    assert areas["0.2"] > areas["0.8"]
+
+
+def test_threshold_without_decision_threshold_exits_2_naming_decision(cine: dict, tmp_path: Path, capsys) -> None:
+    """--threshold applies to --decision threshold only; nothing silently switches the area prior off."""
+    torch.manual_seed(0)
+    model = save_checkpoint(tmp_path / "m.safetensors", LocalMatchingNetwork(),
+                            info={"trained": True, "settings": {"decision": "area-prior"}})
+    out = tmp_path / "out"
+    for extra in ([], ["--decision", "area-prior"]):
+        rc = main(["propagate", str(cine["npy"]), "--support", f"0:{cine['m0']}", "--out", str(out), "--quiet",
+                   "--model", str(model), "--threshold", "0.4", *extra])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1, err
+        assert err[0].startswith("xrayvos propagate: error:") and "--decision threshold" in err[0]
+        assert not out.exists()  # refused before anything was read or written
 
 
 @pytest.mark.parametrize("support, message", [
@@ -146,8 +182,30 @@ def test_cuda_without_gpu_and_missing_input_exit_2(cine: dict, tmp_path: Path, c
     assert "no CUDA GPU" in capsys.readouterr().err
     assert main(["propagate", str(tmp_path / "nothing.npy"), *args]) == 2
     assert "no such file" in capsys.readouterr().err
-    assert main(["propagate", str(cine["npy"]), "--matching", "nearest", *args]) == 2
-    assert "nearest" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--window", "4"], "setting window must be a positive odd number"),
+    (["--memory-every", "0"], "setting memory_every must be an integer >= 1"),
+    (["--device", "mps"], "setting device must be auto, cpu, cuda or cuda:N"),
+    (["--decision", "threshold", "--threshold", "1.0"], "setting threshold must be a number strictly between"),
+])
+def test_bad_settings_exit_2_with_one_line_naming_the_setting(cine: dict, tmp_path: Path, capsys, option: list,
+                                                              message: str) -> None:
+    out = tmp_path / "o"
+    rc = main(["propagate", str(cine["npy"]), "--support", f"0:{cine['m0']}", "--out", str(out), "--quiet", *option])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and message in err[0], err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("option", [["--method", "nearest"], ["--decision", "maybe"], ["--matching", "local"],
+                                    ["--no-jit"], ["--temporal-blend", "0.5"]])
+def test_unknown_choices_and_removed_flags_are_usage_errors(cine: dict, tmp_path: Path, capsys, option: list) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["propagate", str(cine["npy"]), "--support", f"0:{cine['m0']}", "--out", str(tmp_path / "o"), *option])
+    assert exc.value.code == 2
+    assert option[0] in capsys.readouterr().err
 
 
 def test_bad_support_in_a_real_subprocess(cine: dict, tmp_path: Path) -> None:
@@ -162,7 +220,7 @@ def test_bad_support_in_a_real_subprocess(cine: dict, tmp_path: Path) -> None:
 
 
 def test_sigterm_stops_cleanly_without_run_json(cine: dict, tmp_path: Path, monkeypatch, capsys) -> None:
-    """SIGTERM after the 2nd frame (sent from the progress stream): exit 143, partial PNGs, no run.json."""
+    """SIGTERM after the 2nd frame (sent from the progress stream): exit 130, partial PNGs, no run.json."""
     long_cine = tmp_path / "long.npy"
     np.save(long_cine, np.concatenate([np.load(cine["npy"])] * 4))
     out = tmp_path / "out"
@@ -170,55 +228,33 @@ def test_sigterm_stops_cleanly_without_run_json(cine: dict, tmp_path: Path, monk
     (out / "run.json").write_text("{}")  # stale, from an earlier run: must not survive
     real_emit = propagate_cmd.emit
 
-    def emit(obj: dict) -> None:
-        real_emit(obj)
-        if obj.get("done") == 2 and obj["event"] == "progress":
+    def emit(event: str, **fields) -> None:
+        real_emit(event, **fields)
+        if event == "progress" and fields.get("done") == 2:
             os.kill(os.getpid(), signal.SIGTERM)
 
     monkeypatch.setattr(propagate_cmd, "emit", emit)
     before = signal.getsignal(signal.SIGTERM)
-    rc = main(["propagate", str(long_cine), "--support", f"0:{cine['m0']}", "--out", str(out), "--no-jit",
-               "--progress-json"])
-    assert rc == 128 + signal.SIGTERM
+    rc = main(["propagate", str(long_cine), "--support", f"0:{cine['m0']}", "--out", str(out), "--progress-json"])
+    assert rc == EXIT_CANCELLED == 130
     assert not (out / "run.json").exists()
     assert 3 <= len(list(out.glob("*.png"))) <= 4  # support + 2 frames (+ at most the one in flight)
-    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    captured = capsys.readouterr()
+    events = [json.loads(line) for line in captured.out.splitlines()]
     assert events[-1]["event"] == "cancelled" and events[-1]["done"] <= 3
+    assert "SIGTERM" in captured.err
     assert signal.getsignal(signal.SIGTERM) == before  # handlers restored
 
 
-def test_bench_quick_prints_a_table(capsys, monkeypatch) -> None:
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the run is a subprocess
-    rc = main(["bench", "--quick", "--size", "64", "--no-jit"])
-    assert rc == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["stride", "objects", "frames", "matching", "fps", "fps_warm", "warmup_s", "peak_MB"]
-    row = lines[2].split()
-    assert row[:4] == ["16", "1", "20", "local"]
-    assert float(row[4]) > 0 and float(row[5]) > 0 and float(row[7]) > 0
-
-
-def test_bench_cine_is_looped_without_jumps_and_has_the_requested_objects() -> None:
-    from XRayVOSLib.inference.bench import _split_objects, make_cine
-
-    frames, support = make_cine(objects=2, frames=70, size=64)
-    assert frames.shape == (70, 64, 64) and frames.dtype == np.uint8
-    assert set(np.unique(support)) == {0, 1, 2}
-    # Played forward then backward (period 58): frame 30 repeats frame 28, frame 58 is frame 0 shifted.
-    assert np.array_equal(frames[30], frames[28])
-    assert np.array_equal(frames[58], np.roll(frames[0], 1, axis=1))
-    one = np.zeros((64, 64), np.uint8)
-    one[10:20, 5:60] = 1
-    split = _split_objects(one, 5)
-    assert set(np.unique(split)) == {0, 1, 2, 3, 4, 5}
-    assert np.array_equal(split > 0, one > 0)
-
-
 def test_info_describes_the_model(tmp_path: Path, capsys) -> None:
-    path = save_checkpoint(tmp_path / "m.safetensors", LocalMatchingNetwork(), info={"trained": True, "data": "x"})
+    carried = {"decision": "threshold", "threshold": 0.4}
+    path = save_checkpoint(tmp_path / "m.safetensors", LocalMatchingNetwork(),
+                           info={"trained": True, "data": "x", "settings": carried})
     assert main(["info", "--model", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "torch" in out and str(path) in out and "status         trained" in out and "stride=16" in out
+    assert "torch" in out and str(path) in out and "status         trained" in out
+    assert f"version={CONFIG_VERSION}" in out and '"threshold": 0.4' in out
     assert main(["info", "--model", str(path), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["model_trained"] is True and data["model_info"]["data"] == "x" and data["model_config"]["stride"] == 16
+    assert data["model_trained"] is True and data["model_info"]["data"] == "x"
+    assert data["model_info"]["settings"] == carried and data["model_config"]["version"] == CONFIG_VERSION

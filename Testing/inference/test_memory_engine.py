@@ -10,6 +10,7 @@ from XRayVOSLib.inference.memory import MemoryBank
 from XRayVOSLib.inference.propagator import Propagator
 from XRayVOSLib.model.matching import value_rows
 from XRayVOSLib.model.network import LocalMatchingNetwork
+from XRayVOSLib.settings import RunSettings
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -94,8 +95,8 @@ def test_long_run_memory_stays_capped(monkeypatch) -> None:
     monkeypatch.setattr(MemoryBank, "add", add)
     monkeypatch.setattr(MemoryBank, "clear_keyframes", clear)
     torch.manual_seed(0)
-    prop = Propagator.load(LocalMatchingNetwork().eval(), device="cpu", memory_every=1, max_keyframes=3,
-                           accelerate=False)
+    settings = RunSettings(device="cpu", memory_every=1, max_keyframes=3, temporal_blend=0.0, support_warp=0.0)
+    prop = Propagator.load(LocalMatchingNetwork().eval(), settings, accelerate=False)
     out = prop.propagate(frames, supports)
     assert out.shape == frames.shape
     # 2 supports, then two passes of 6 frames between the supports, each adding one keyframe per frame.
@@ -116,7 +117,31 @@ def test_engine_memory_interval_controls_keyframes(monkeypatch) -> None:
     monkeypatch.setattr(MemoryBank, "add", lambda self, t, k, v, is_support=False: (
         added.append((t, is_support)), real_add(self, t, k, v, is_support))[-1])
     torch.manual_seed(0)
-    prop = Propagator.load(LocalMatchingNetwork().eval(), device="cpu", memory_every=3, accelerate=False)
+    prop = Propagator.load(LocalMatchingNetwork().eval(), RunSettings(device="cpu", memory_every=3), accelerate=False)
     prop.propagate(frames, {2: labels[2]})
     # Backward pass 1, 0 (no third frame); forward pass 3..7 adds its 3rd frame (5) and no 6th.
     assert added == [(2, True), (5, False)]
+
+
+def test_fusion_changes_the_output_but_never_the_memory(monkeypatch) -> None:
+    """The memory keeps the network's own probabilities (propagation/fusion.py): the keyframes a fused run
+    stores are the ones an unfused run stores, while the labels it returns differ."""
+    frames, labels = discs(7)
+    stored: list[torch.Tensor] = []
+    real_add = MemoryBank.add
+    monkeypatch.setattr(MemoryBank, "add", lambda self, t, k, v, is_support=False: (
+        stored.append(v.clone()), real_add(self, t, k, v, is_support))[-1])
+    torch.manual_seed(0)
+    net = LocalMatchingNetwork().eval()
+    runs = {}
+    for fusion in ((0.0, 0.0), (0.85, 0.15)):
+        stored.clear()
+        settings = RunSettings(device="cpu", memory_every=1, decision="threshold", temporal_blend=fusion[0],
+                               support_warp=fusion[1])
+        out = Propagator.load(net, settings, accelerate=False).propagate(frames, {0: labels[0]})
+        runs[fusion] = (out, list(stored))
+    (plain, plain_memory), (fused, fused_memory) = runs[(0.0, 0.0)], runs[(0.85, 0.15)]
+    assert len(plain_memory) == len(fused_memory) == 7  # the support and one keyframe per frame
+    for a, b in zip(plain_memory, fused_memory):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not np.array_equal(plain, fused)

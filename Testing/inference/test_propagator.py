@@ -1,4 +1,4 @@
-"""The Propagator API on real (untrained, seeded) forward passes: supports, merge, progress, cancel, errors."""
+"""The Propagator API on real (untrained, seeded) forward passes: supports, the pass plan, progress, cancel, errors."""
 
 from __future__ import annotations
 
@@ -9,19 +9,13 @@ import pytest
 import torch
 
 from XRayVOSLib.errors import CancelledError, InputError
-from XRayVOSLib.inference import engine as engine_module
-from XRayVOSLib.inference.merge import (
-    Pass,
-    blend_probabilities,
-    labels_to_onehot,
-    plan_passes,
-    probabilities_to_labels,
-    support_weight,
-)
+from XRayVOSLib.inference.engine import InferenceCore
 from XRayVOSLib.inference.propagator import Propagator
 from XRayVOSLib.io import LazyFrames
 from XRayVOSLib.methods import make_method
 from XRayVOSLib.model.network import LocalMatchingNetwork, aggregate_probabilities, soft_aggregate
+from XRayVOSLib.propagation.plan import plan_passes
+from XRayVOSLib.settings import RunSettings
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -50,7 +44,7 @@ def network() -> LocalMatchingNetwork:
 
 @pytest.fixture(scope="module")
 def prop(network: LocalMatchingNetwork) -> Propagator:
-    return Propagator.load(network, device="cpu", accelerate=False)
+    return Propagator.load(network, RunSettings(device="cpu"), accelerate=False)
 
 
 def test_supports_are_returned_bit_identical_with_their_ids_and_dtype(prop: Propagator) -> None:
@@ -68,25 +62,6 @@ def test_supports_are_returned_bit_identical_with_their_ids_and_dtype(prop: Prop
                for t, m in supports.items())
 
 
-def test_merge_rule_blends_by_distance_to_each_support() -> None:
-    assert plan_passes(10, [6, 2]) == [
-        Pass(2, (1, 0)), Pass(2, (3, 4, 5)), Pass(6, (5, 4, 3)), Pass(6, (7, 8, 9))]
-    assert plan_passes(3, [0, 1, 2]) == []
-    assert [support_weight(t, 2, [2, 6]) for t in (3, 4, 5)] == [0.75, 0.5, 0.25]
-    assert [support_weight(t, 6, [2, 6]) for t in (3, 4, 5)] == [0.25, 0.5, 0.75]
-    assert support_weight(0, 2, [2, 6]) == support_weight(9, 6, [2, 6]) == 1.0
-    # Two supports whose masks differ: each pass says "my support's mask"; nearer support wins.
-    _, labels = discs(2)
-    mask_a, mask_b = labels[0], np.where(labels[0] == 2, 0, labels[0]).astype(np.uint8)  # b lacks object 2
-    ids = [1, 2]
-    merged = {}
-    for t in (3, 4, 5):
-        acc = blend_probabilities(None, labels_to_onehot(mask_a, ids), support_weight(t, 2, [2, 6]))
-        acc = blend_probabilities(acc, labels_to_onehot(mask_b, ids), support_weight(t, 6, [2, 6]))
-        merged[t] = probabilities_to_labels(acc, ids)
-    assert np.array_equal(merged[3], mask_a) and np.array_equal(merged[5], mask_b)
-
-
 @pytest.mark.parametrize("objects", [1, 3])
 def test_inference_aggregation_equals_soft_aggregation(objects: int) -> None:
     logits = torch.randn(2, objects, 24, 32, generator=torch.Generator().manual_seed(objects)) * 6
@@ -99,23 +74,14 @@ def test_inference_aggregation_equals_soft_aggregation(objects: int) -> None:
     torch.testing.assert_close(probs.sum(dim=1), torch.ones(2, 24, 32))
 
 
-def test_labels_from_probabilities_match_argmax_with_ties_and_sparse_ids() -> None:
-    rng = np.random.default_rng(3)
-    probs = rng.integers(0, 4, (4, 30, 40)).astype(np.float32) / 4  # few levels: many exact ties
-    ids = [3, 7, 200]
-    expected = np.array([0] + ids, np.uint8)[np.argmax(probs, axis=0)]  # ties go to the lower channel
-    labels = probabilities_to_labels(probs, ids)
-    assert labels.dtype == np.uint8 and np.array_equal(labels, expected)
-    assert set(np.unique(labels)) == {0, 3, 7, 200}
-    assert probabilities_to_labels(probs, ids, dtype=np.uint16).dtype == np.uint16
-
-
 def test_real_run_visits_frames_as_planned(prop: Propagator, monkeypatch) -> None:
     frames, labels = discs(9)
     supports = {2: labels[2], 6: labels[6]}
     visits: list[tuple[int, int]] = []
-    real = engine_module.support_weight
-    monkeypatch.setattr(engine_module, "support_weight", lambda t, s, sup: visits.append((t, s)) or real(t, s, sup))
+    real_start, real_step = InferenceCore.start_pass, InferenceCore.step
+    source: list[int] = []
+    monkeypatch.setattr(InferenceCore, "start_pass", lambda self, p: (source.append(p.source), real_start(self, p))[1])
+    monkeypatch.setattr(InferenceCore, "step", lambda self, t: (visits.append((t, source[-1])), real_step(self, t))[1])
     calls: list[tuple[int, int]] = []
     out = prop.propagate(frames, supports, progress=lambda d, n: calls.append((d, n)))
     planned = [(t, p.source) for p in plan_passes(9, [2, 6]) for t in p.targets]
@@ -124,6 +90,11 @@ def test_real_run_visits_frames_as_planned(prop: Propagator, monkeypatch) -> Non
     assert counts.tolist() == [1, 1, 0, 2, 2, 2, 0, 1, 1]
     assert calls == [(i, len(planned)) for i in range(1, len(planned) + 1)]  # progress reaches total
     assert out.shape == frames.shape
+    # iter_probabilities hands over the merged probabilities of every non-support frame, background first
+    probs = dict(prop.iter_probabilities(frames, supports))
+    assert sorted(probs) == [0, 1, 3, 4, 5, 7, 8]
+    assert all(p.shape == (3, 64, 64) and p.dtype == np.float32 for p in probs.values())
+    np.testing.assert_allclose(probs[4].sum(0), 1.0, atol=2 / 255)
 
 
 def test_generator_yields_every_frame_exactly_once(prop: Propagator) -> None:
@@ -193,20 +164,29 @@ def test_bad_inputs_raise_input_error_naming_the_problem(prop: Propagator, case:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_gpu_is_an_input_error(network: LocalMatchingNetwork) -> None:
     with pytest.raises(InputError, match="no CUDA GPU"):
-        Propagator.load(network, device="cuda")
+        Propagator.load(network, RunSettings(device="cuda"))
     with pytest.raises(InputError, match="no CUDA GPU"):
-        make_method("local", device="cuda")
+        make_method(RunSettings(method="local", device="cuda"))
 
 
-def test_unknown_matching_and_bad_settings_are_input_errors(network: LocalMatchingNetwork) -> None:
-    with pytest.raises(InputError, match="matching"):
-        Propagator.load(network, matching="nearest")
-    with pytest.raises(InputError, match="unknown method"):
-        make_method("nearest")
-    with pytest.raises(InputError, match="window"):
-        Propagator.load(network, window=0)
-    with pytest.raises(InputError, match="memory_every"):
-        Propagator.load(network, memory_every=0)
+def test_the_network_is_built_from_settings_only(network: LocalMatchingNetwork) -> None:
+    with pytest.raises(InputError, match="'flow' is a baseline"):
+        Propagator.load(network, RunSettings(method="flow"))
+    with pytest.raises(TypeError):
+        Propagator.load(network, window=7)  # no keyword options besides settings and accelerate
+    glob = Propagator.load(network, RunSettings(method="global", device="cpu", window=3), accelerate=False)
+    assert glob.name == "global" and glob.settings.window == 3 and glob.network is network
+    assert glob.info == {"trained": True, "source": "in-memory network"} and glob.trained
+    assert Propagator.load(network).settings == RunSettings()  # a network object carries no settings
+
+
+def test_global_and_local_matching_both_run_and_differ(network: LocalMatchingNetwork) -> None:
+    frames, labels = discs(4)
+    runs = {m: Propagator.load(network, RunSettings(method=m, device="cpu", window=3, decision="threshold",
+                                                    temporal_blend=0.0, support_warp=0.0), accelerate=False)
+            for m in ("local", "global")}
+    probs = {m: dict(r.iter_probabilities(frames, {0: labels[0]}))[3] for m, r in runs.items()}
+    assert not np.allclose(probs["local"], probs["global"])  # a 3x3 window is not the whole frame
 
 
 def test_uint16_frames_work(prop: Propagator) -> None:
