@@ -19,8 +19,9 @@ from XRayVOSLib.model.checkpoint import rewrite_info
 from XRayVOSLib.model.network import LocalMatchingNetwork
 from XRayVOSLib.model_files import default_model_path
 from XRayVOSLib.propagation.decision import probabilities_to_labels
-from XRayVOSLib.propagation.flow import FlowSolver, Warp, cine_to_uint8
+from XRayVOSLib.propagation.flow import FlowSolver, Warp
 from XRayVOSLib.propagation.fusion import PassFusion
+from XRayVOSLib.propagation.intensity import intensity_range, to_unit_range, unit_to_uint8
 from XRayVOSLib.propagation.merge import labels_to_onehot
 from XRayVOSLib.settings import RunSettings
 from XRayVOSLib.synth import generate_cine
@@ -61,18 +62,23 @@ def test_dis_flow_and_warp_follow_a_translation() -> None:
     assert stack.shape == (6, 64, 64) and np.array_equal(stack[5], labels.astype(np.float32))
 
 
-def test_cine_to_uint8_keeps_uint8_and_windows_wider_cines_once() -> None:
+def dis_images(frames: np.ndarray) -> np.ndarray:
+    """The frames as the fusion and the flow baselines hand them to DIS."""
+    return unit_to_uint8(to_unit_range(frames, intensity_range(frames)))
+
+
+def test_dis_images_keep_uint8_and_window_wider_cines_once() -> None:
     frames = np.stack(sliding_texture(3))
-    assert cine_to_uint8(frames) is frames
+    assert np.array_equal(dis_images(frames), frames)  # uint8 round-trips exactly
     wide = frames.astype(np.uint16) * 40 + 1000
-    scaled = cine_to_uint8(wide)
+    scaled = dis_images(wide)
     assert scaled.dtype == np.uint8 and scaled.min() == 0 and scaled.max() == 255
     # one window for the whole cine: a stored value maps to one uint8 value on every frame, in order
     values = np.unique(frames)
     mapped = [np.unique(scaled[frames == v]) for v in values]
     assert all(len(m) == 1 for m in mapped)
     assert np.all(np.diff(np.concatenate(mapped).astype(int)) >= 0)
-    assert not cine_to_uint8(np.full((2, 16, 16), 7.0)).any()  # a flat cine
+    assert not dis_images(np.full((2, 16, 16), 7.0)).any()  # a flat cine
 
 
 def test_temporal_blend_carries_the_last_result_along_the_motion() -> None:

@@ -16,7 +16,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from XRayVOSLib.propagation.flow import FlowSolver, Warp, cine_to_uint8
+from XRayVOSLib.propagation.flow import FlowSolver, Warp
+from XRayVOSLib.propagation.intensity import intensity_range, to_unit_range, unit_to_uint8
 from XRayVOSLib.propagation.merge import labels_to_onehot
 from XRayVOSLib.propagation.pipeline import PassMethod
 from XRayVOSLib.propagation.plan import Pass
@@ -31,23 +32,24 @@ class FlowStepper:
 
     def start(self, frames: Any, supports: Mapping[int, np.ndarray], object_ids: list[int],
               passes: Sequence[Pass]) -> None:
-        self.images = cine_to_uint8(np.asarray(frames))
+        self.frames, self.value_range = frames, intensity_range(frames)
         self.supports, self.object_ids = supports, object_ids
 
     def start_pass(self, p: Pass) -> None:
-        self.source = self.previous = p.source
-        self.labels = np.asarray(self.supports[p.source], dtype=np.uint8)
+        self.support_labels = self.labels = np.asarray(self.supports[p.source], dtype=np.uint8)
+        self.reference = self.image(p.source)  # what the next frame is warped from
 
     def step(self, t: int) -> np.ndarray:
-        start = self.source if self.anchored else self.previous
-        start_labels = np.asarray(self.supports[start], dtype=np.uint8) if self.anchored else self.labels
-        flow = self.solver(self.images[t], self.images[start])
-        self.labels = self.warp(start_labels, flow, nearest=True)
-        self.previous = t
+        current = self.image(t)
+        flow = self.solver(current, self.reference)
+        self.labels = self.warp(self.support_labels if self.anchored else self.labels, flow, nearest=True)
+        if not self.anchored:
+            self.reference = current
         return labels_to_onehot(self.labels, self.object_ids)
 
     def image(self, t: int) -> np.ndarray:
-        return self.images[t]
+        """Frame t as DIS reads it, converted as the network's fusion converts it."""
+        return unit_to_uint8(to_unit_range(np.asarray(self.frames[t]), self.value_range))
 
 
 class FlowPropagator(PassMethod):

@@ -18,8 +18,7 @@ from XRayVOSLib.inference.accelerate import AcceleratedNetwork
 from XRayVOSLib.inference.memory import MemoryBank
 from XRayVOSLib.model.matching import memory_readout
 from XRayVOSLib.model.network import LocalMatchingNetwork, QueryFeatures, aggregate_probabilities
-from XRayVOSLib.model.normalize import intensity_range, to_unit_range
-from XRayVOSLib.propagation.flow import unit_to_uint8
+from XRayVOSLib.propagation.intensity import intensity_range, to_unit_range, unit_to_uint8
 from XRayVOSLib.propagation.merge import labels_to_onehot
 from XRayVOSLib.propagation.plan import Pass
 from XRayVOSLib.settings import RunSettings

@@ -22,26 +22,9 @@ def create_dis(preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, finest_scale: in
     return dis
 
 
-def cine_to_uint8(frames: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
-    """uint8 frames for DIS: uint8 as is; anything else scaled by the cine's [low, high] percentiles, one
-    window for the whole cine so that brightness constancy (which DIS assumes) survives the conversion."""
-    if frames.dtype == np.uint8:
-        return frames
-    sample = frames[:, ::4, ::4].astype(np.float32)  # percentiles of a subsample are plenty and fast
-    lo, hi = np.percentile(sample, [low, high])
-    if hi <= lo:
-        return np.zeros(frames.shape, dtype=np.uint8)
-    scaled = (frames.astype(np.float32) - lo) * (255.0 / (hi - lo))
-    return np.clip(scaled, 0, 255).astype(np.uint8)
-
-
-def unit_to_uint8(frame01: np.ndarray) -> np.ndarray:
-    """A frame in [0, 1] (the network's input range) as uint8 for DIS."""
-    return np.clip(np.asarray(frame01, dtype=np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-
-
 class FlowSolver:
-    """DIS flow between uint8 frames of one cine (one solver, full-resolution MEDIUM preset)."""
+    """DIS flow between uint8 frames of one cine (one solver, full-resolution MEDIUM preset); the frames are
+    converted as intensity.py says, for the network's fusion and the flow baselines alike."""
 
     def __init__(self) -> None:
         self.dis = create_dis()
@@ -71,4 +54,4 @@ class Warp:
                                    borderMode=cv2.BORDER_REPLICATE) for channel in values])
 
 
-__all__ = ["FlowSolver", "Warp", "cine_to_uint8", "create_dis", "unit_to_uint8"]
+__all__ = ["FlowSolver", "Warp", "create_dis"]

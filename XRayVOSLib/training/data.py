@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from XRayVOSLib.errors import InputError
-from XRayVOSLib.model.normalize import intensity_range, to_unit_range
+from XRayVOSLib.propagation.intensity import intensity_range, to_unit_range
 from XRayVOSLib.training.augment import ClipAugmentation
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
