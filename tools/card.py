@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from XRayVOSLib.evaluation.runner import evaluate_methods
+from XRayVOSLib.settings import RunSettings
 
 WINDOWS = (5, 9, 15, 19)
 INTERVALS = (3, 6, 12)
@@ -38,13 +39,14 @@ def run_card(data: Path, model: str | None, out: Path, device: str = "cpu", vide
              sweeps: bool = True) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     quiet = lambda *_: None  # noqa: E731
-    common = dict(videos=videos, plots=False, log=quiet, model=model, device=device)
+    settings = RunSettings.from_model(model, device=device)  # the model's own settings; each method runs as itself
+    common = dict(videos=videos, plots=False, log=quiet, model=model)
     rows: dict[str, list[dict[str, Any]]] = {"methods_one_support": [], "methods_two_supports": [], "window": [],
                                              "memory_every": [], "kinds_one_support": []}
     kinds = synthetic_kinds(data)
     for key, supports in (("methods_one_support", "first"), ("methods_two_supports", "first+middle")):
         res = evaluate_methods(data, ["local", "global", "flow", "copy"], supports, out / key, categories=kinds,
-                               **common)
+                               settings=settings, **common)
         rows[key] = [_row(name, s) for name, s in res["methods"].items()]
         if key == "methods_one_support":  # which kinds of object each method loses
             for name, summary in res["methods"].items():
@@ -52,10 +54,11 @@ def run_card(data: Path, model: str | None, out: Path, device: str = "cpu", vide
                     rows["kinds_one_support"].append(_row(f"{kind}: {name}", {"dataset": means}))
     if sweeps:
         for k in WINDOWS:
-            res = evaluate_methods(data, ["local"], "first", None, window=k, **common)
+            res = evaluate_methods(data, ["local"], "first", None, settings=settings.replace(window=k), **common)
             rows["window"].append(_row(f"k={k}", res["methods"]["local"]))
         for r in INTERVALS:
-            res = evaluate_methods(data, ["local"], "first", None, memory_every=r, **common)
+            res = evaluate_methods(data, ["local"], "first", None, settings=settings.replace(memory_every=r),
+                                   **common)
             rows["memory_every"].append(_row(f"r={r}", res["methods"]["local"]))
     card = {"data": str(data), "model": model, "device": device, "date": time.strftime("%Y-%m-%d"), "tables": rows}
     (out / "card.json").write_text(json.dumps(card, indent=1, default=lambda v: None))

@@ -112,7 +112,9 @@ def test_confusion_counts_missed_pixels_by_where_they_went(davis_root: Path, tmp
     with pytest.raises(ValueError, match="meta.json"):
         confusion.missed_pixels(tmp_path, copy, "guidewire")
     assert confusion.main(["--data", str(davis_root), "--kind", kind]) == 0  # the network, through Propagator.load
-    assert "predicted as background" in capsys.readouterr().out
+    objects = sum(k == kind for ids in card.synthetic_kinds(davis_root).values() for k in ids.values())
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"{objects} objects, {total} ground-truth pixels") and "as background" in printed
 
 
 def test_j_by_distance_bins_frames_by_their_nearest_support(davis_root: Path, tmp_path: Path) -> None:
