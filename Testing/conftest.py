@@ -38,6 +38,16 @@ def pretrained_mobilenet(shared_dir: Path) -> Path:
     return shared_dir / "pretrained" / "mobilenet_v2-b0353104.pth"
 
 
+@pytest.fixture(scope="session")
+def davis_root(tmp_path_factory) -> Path:
+    """A small synthetic DAVIS-layout set: videos synth_0000 and synth_0001, 8 frames of 96x96 (read-only)."""
+    from XRayVOSLib.synth import write_davis_dataset
+
+    root = tmp_path_factory.mktemp("davis")
+    assert write_davis_dataset(root, num_videos=2, num_frames=8, size=96, seed=0) == ["synth_0000", "synth_0001"]
+    return root
+
+
 @pytest.fixture(scope="module")
 def torch_one_thread():
     """Test frames are tiny: one thread avoids OpenMP spin-waits on a shared 2-core machine (~4x faster)."""

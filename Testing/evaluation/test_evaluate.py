@@ -16,17 +16,9 @@ from XRayVOSLib.evaluation import evaluate_methods, read_frames
 from XRayVOSLib.io import read_mask_folder
 from XRayVOSLib.metrics import dice, f_measure, hd95, j_measure
 from XRayVOSLib.settings import RunSettings
-from XRayVOSLib.synth import write_davis_dataset
 
 METHODS = ["flow", "copy"]
 VIDEOS = ["synth_0000", "synth_0001"]
-
-
-@pytest.fixture(scope="module")
-def davis_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("davis")
-    assert write_davis_dataset(root, num_videos=2, num_frames=8, size=96, seed=0) == VIDEOS
-    return root
 
 
 def num_objects(root: Path) -> dict[str, int]:

@@ -11,6 +11,7 @@ from XRayVOSLib.inference.propagator import Propagator
 from XRayVOSLib.model.matching import value_rows
 from XRayVOSLib.model.network import LocalMatchingNetwork
 from XRayVOSLib.settings import RunSettings
+from cine_helpers import discs
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -59,21 +60,6 @@ def test_bank_nbytes_counts_stored_maps_and_supports_are_never_dropped() -> None
 def test_empty_bank_refuses_to_read() -> None:
     with pytest.raises(RuntimeError, match="memory is empty"):
         MemoryBank().tensors()
-
-
-def discs(t: int, h: int = 64, w: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Two dark discs drifting over a noisy bright background: frames uint8 and their labels."""
-    yy, xx = np.mgrid[:h, :w]
-    rng = np.random.default_rng(0)
-    frames, labels = np.empty((t, h, w), np.uint8), np.zeros((t, h, w), np.uint8)
-    for i in range(t):
-        img = 200 + rng.normal(0, 4, (h, w))
-        for oid, (cy, cx) in ((1, (20 + i % 9, 20 + i % 7)), (2, (44, 44 - i % 5))):
-            disc = (yy - cy) ** 2 + (xx - cx) ** 2 < 8**2
-            img[disc] -= 90
-            labels[i][disc] = oid
-        frames[i] = np.clip(img, 0, 255)
-    return frames, labels
 
 
 def test_long_run_memory_stays_capped(monkeypatch) -> None:

@@ -20,6 +20,7 @@ from XRayVOSLib.model.config import CONFIG_VERSION, ModelConfig
 from XRayVOSLib.model.network import LocalMatchingNetwork
 from XRayVOSLib.model_files import default_model_path
 from XRayVOSLib.settings import RunSettings
+from network_helpers import self_readout
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -39,13 +40,7 @@ def network() -> LocalMatchingNetwork:
 
 def forward(net: LocalMatchingNetwork, seed: int = 1) -> torch.Tensor:
     """Encode a frame and a mask, read that memory back and decode: probs 1, K+1, H, W."""
-    g = torch.Generator().manual_seed(seed)
-    image = torch.rand(1, 1, 64, 64, generator=g)
-    masks = (torch.rand(1, 2, 64, 64, generator=g) > 0.7).float()
-    with torch.no_grad():
-        q = net.encode_query(image)
-        v = net.encode_value(q, masks)
-        return net.segment(q, q.key[:, None], v[:, None])[1]
+    return self_readout(net, torch.Generator().manual_seed(seed), 64, 64)[1]
 
 
 def test_round_trip_gives_identical_outputs(network: LocalMatchingNetwork, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from XRayVOSLib.model.network import LocalMatchingNetwork
+from network_helpers import self_readout
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -14,12 +15,8 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 def probabilities_and_logits(net: LocalMatchingNetwork, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """One frame read back from its own memory: (probs 1, K+1, H, W; object logits 1, K, H, W)."""
     g = torch.Generator().manual_seed(seed)
-    image = torch.rand(1, 1, 48, 64, generator=g)
-    masks = (torch.rand(1, 2, 48, 64, generator=g) > 0.7).float()
+    q, probs = self_readout(net, g, 48, 64)
     with torch.no_grad():
-        q = net.encode_query(image)
-        v = net.encode_value(q, masks)
-        probs = net.segment(q, q.key[:, None], v[:, None])[1]
         readout = torch.randn(1, 2, net.config.value_dim, 3, 4, generator=g)
         return probs, net.decoder(readout, q, (48, 64))
 

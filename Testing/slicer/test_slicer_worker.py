@@ -159,18 +159,24 @@ def test_crashing_worker_reports_stderr_and_keeps_earlier_result(logic, syntheti
     np.testing.assert_array_equal(logic.label_arrays(browser, support)[0], support_labels)
 
 
-@posix_only
-@pytest.mark.slicer
-def test_killed_worker_is_a_failure_with_its_exit_status(logic, synthetic_cine, painted):
-    browser, support = painted(synthetic_cine)
-    logic.worker_env = {"XRAYVOS_WORKER_TEST_DELAY": "0.5"}
+def _signalled_run(logic, browser, support, signum: int, delay: str):
+    """A slow flow run, sent `signum` from outside once it reports progress, polled until it ends."""
+    logic.worker_env = {"XRAYVOS_WORKER_TEST_DELAY": delay}
     run = logic.start(browser, support, RunSettings(method="flow"))
     _wait_for_progress(logic, run)
-    os.kill(run.worker.pid, signal.SIGKILL)
+    os.kill(run.worker.pid, signum)
     deadline = time.monotonic() + 30
     while logic.poll(run) == "running":
         assert time.monotonic() < deadline
         time.sleep(0.02)
+    return run
+
+
+@posix_only
+@pytest.mark.slicer
+def test_killed_worker_is_a_failure_with_its_exit_status(logic, synthetic_cine, painted):
+    browser, support = painted(synthetic_cine)
+    run = _signalled_run(logic, browser, support, signal.SIGKILL, "0.5")
     assert run.state == "failed"
     assert "exit status -9" in run.error
     assert run.result is None and logic.result_sequence(browser, support) is None
@@ -182,14 +188,7 @@ def test_killed_worker_is_a_failure_with_its_exit_status(logic, synthetic_cine, 
 def test_a_signal_from_outside_is_a_cancel_not_a_failure(logic, synthetic_cine, painted):
     """SIGTERM sent by someone else (not logic.cancel): exit 130 is read as cancelled, nothing is written."""
     browser, support = painted(synthetic_cine)
-    logic.worker_env = {"XRAYVOS_WORKER_TEST_DELAY": "0.3"}
-    run = logic.start(browser, support, RunSettings(method="flow"))
-    _wait_for_progress(logic, run)
-    os.kill(run.worker.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 30
-    while logic.poll(run) == "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    run = _signalled_run(logic, browser, support, signal.SIGTERM, "0.3")
     assert run.state == "cancelled" and run.worker.returncode == EXIT_CANCELLED, run.error
     assert logic.result_sequence(browser, support) is None and not run.work_dir.exists()
 

@@ -22,7 +22,6 @@ from XRayVOSLib.io import read_mask_folder
 from XRayVOSLib.methods import make_method
 from XRayVOSLib.metrics import j_measure
 from XRayVOSLib.settings import RunSettings
-from XRayVOSLib.synth import write_davis_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOLS = REPO_ROOT / "tools"
@@ -35,13 +34,6 @@ def tool(name: str) -> ModuleType:
     module = importlib.import_module(name)
     assert Path(module.__file__).parent == TOOLS, module.__file__
     return module
-
-
-@pytest.fixture(scope="module")
-def davis_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("davis")
-    assert write_davis_dataset(root, num_videos=2, num_frames=8, size=96, seed=0) == VIDEOS
-    return root
 
 
 def num_objects(root: Path) -> dict[str, int]:
