@@ -79,8 +79,8 @@ def test_calibration_scores_every_threshold_and_matches_evaluate(tiny_val: Path)
     # ... and with the area prior, what `evaluate` scores with it (the same fp16 caveat)
     with_area = evaluate_methods(tiny_val, ["local"], plots=False, model=SHIPPED,
                                  settings=settings.replace(decision="area-prior"))["methods"]["local"]["dataset"]
-    assert result["area_prior"]["J&F"] == pytest.approx(with_area["J&F"], abs=1e-3)
-    assert result["decision"] == ("area-prior" if result["area_prior"]["J&F"] > result["scores"][best]["J&F"]
+    assert result["area_prior_scores"]["J&F"] == pytest.approx(with_area["J&F"], abs=1e-3)
+    assert result["decision"] == ("area-prior" if result["area_prior_scores"]["J&F"] > result["scores"][best]["J&F"]
                                   else "threshold")
     assert result["scores"][0.3]["J&F"] != result["scores"][0.5]["J&F"]  # the threshold does change masks
     info = calibrated_info({"trained": True, "source": "x", "settings": {"decision": "threshold"}}, result)

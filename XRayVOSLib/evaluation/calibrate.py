@@ -57,7 +57,7 @@ def calibrate_threshold(
     log: LogFn | None = None,
 ) -> dict[str, Any]:
     """Score every threshold and the area prior on a DAVIS-layout folder; returns {"best", "scores": {t:
-    J/F/J&F}, "area_prior": J/F/J&F, "decision", ...}. The probabilities are the run's (settings, default
+    J/F/J&F}, "area_prior_scores": J/F/J&F, "decision", ...}. The probabilities are the run's (settings, default
     RunSettings.from_model(model): the model's fusion included); only the decision is varied.
 
     The best threshold has the highest mean J&F over objects (support frames excluded, as in
@@ -92,8 +92,8 @@ def calibrate_threshold(
             pred = {t: probabilities_to_labels(p, object_ids, threshold=threshold) for t, p in unpacked.items()}
             pred.update(given)
             scores[threshold].extend(score_video(video, pred, gt, chosen))
-        area_prior = Decision("area-prior", 0.5, given, object_ids)
-        pred = {t: area_prior(t, p) for t, p in unpacked.items()}
+        by_area = Decision("area-prior", 0.5, given, object_ids)
+        pred = {t: by_area(t, p) for t, p in unpacked.items()}
         pred.update(given)
         area_scores.extend(score_video(video, pred, gt, chosen))
         log(f"calibrate {video}: {len(kept)} frames scored at {len(grid)} thresholds")
@@ -106,7 +106,7 @@ def calibrate_threshold(
                          "beyond the support frames")
     best = max(grid, key=lambda t: (table[t]["J&F"] if math.isfinite(table[t]["J&F"]) else -1.0, -abs(t - 0.5)))
     area = {k: float(v) for k, v in summarize(area_scores)["dataset"].items() if k in ("J", "F", "J&F")}
-    return {"best": best, "scores": table, "area_prior": area,
+    return {"best": best, "scores": table, "area_prior_scores": area,
             "decision": "area-prior" if area["J&F"] > table[best]["J&F"] else "threshold",
             "data": str(data_root), "videos": len(names), "objects": len(scores[grid[0]]),
             "supports": str(supports) if isinstance(supports, (str, Path)) else "mapping",
@@ -123,7 +123,7 @@ def calibrated_info(info: Mapping[str, Any], result: Mapping[str, Any]) -> dict[
         "data": result["data"], "videos": result["videos"], "objects": result["objects"],
         "supports": result["supports"], "method": result["settings"]["method"],
         "J&F": {f"{t:g}": round(row["J&F"], 4) for t, row in result["scores"].items()},
-        "area_prior_J&F": round(result["area_prior"]["J&F"], 4),
+        "area_prior_J&F": round(result["area_prior_scores"]["J&F"], 4),
     }
     return out
 
@@ -133,7 +133,7 @@ def format_scores(result: Mapping[str, Any]) -> str:
     for t, row in result["scores"].items():
         mark = "  <- best" if t == result["best"] and result["decision"] == "threshold" else ""
         lines.append(f"{t:9.2f}  {row['J']:.3f}  {row['F']:.3f}  {row['J&F']:.3f}{mark}")
-    row = result["area_prior"]
+    row = result["area_prior_scores"]
     mark = "  <- best" if result["decision"] == "area-prior" else ""
     lines.append(f"{'area':>9}  {row['J']:.3f}  {row['F']:.3f}  {row['J&F']:.3f}{mark}")
     return "\n".join(lines)
