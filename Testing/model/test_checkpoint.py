@@ -4,6 +4,8 @@ tensor, the shipped model's metadata, and TorchScript vs eager agreement."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +82,9 @@ def test_fp16_checkpoint_loads_into_fp32(network: LocalMatchingNetwork, tmp_path
     torch.testing.assert_close(forward(loaded), forward(network), rtol=0, atol=2e-2)
 
 
-def _rewrite(src: Path, dst: Path, config_edit=None, drop: str | None = None) -> Path:
+def _rewrite(src: Path, dst: Path, config_edit=None, drop: str | None = None, meta_edit=None,
+             tensor_edit=None) -> Path:
+    """A copy of a real checkpoint with its config, metadata or tensors edited, written past our checks."""
     with safe_open(str(src), framework="pt") as f:
         meta = dict(f.metadata())
         tensors = {k: f.get_tensor(k) for k in f.keys() if k != drop}
@@ -88,6 +92,10 @@ def _rewrite(src: Path, dst: Path, config_edit=None, drop: str | None = None) ->
         config = json.loads(meta["config"])
         config_edit(config)
         meta["config"] = json.dumps(config)
+    if meta_edit:
+        meta_edit(meta)
+    if tensor_edit:
+        tensor_edit(tensors)
     save_file(tensors, str(dst), metadata=meta)
     return dst
 
@@ -109,7 +117,7 @@ def test_mismatched_config_or_tensors_raise_model_error(network: LocalMatchingNe
     with pytest.raises(ModelError, match="arch.safetensors: architecture 'stcn-resnet50'"):
         load_checkpoint(other)
     short = _rewrite(good, tmp_path / "short.safetensors", lambda c: c.update(decoder_channels=[64, 48]))
-    with pytest.raises(ModelError, match="short.safetensors: .*decoder_channels 3"):
+    with pytest.raises(ModelError, match="short.safetensors: decoder_channels must be a list of 3 widths"):
         load_checkpoint(short)
 
 
@@ -200,3 +208,99 @@ def test_torchscript_and_eager_agree(network: LocalMatchingNetwork) -> None:
         readout = torch.randn(1, 2, network.config.value_dim, 3, 4, generator=g)
         eager_logits = network.decoder(readout, q_eager, (48, 64))
         torch.testing.assert_close(accel.decode(readout, q_jit), eager_logits, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("key_dim", "64", "key_dim must hold integers from 1 to 4096, got '64'"),
+    ("key_dim", -1, "key_dim must hold integers from 1 to 4096, got -1"),
+    ("value_dim", 0, "value_dim must hold integers"),
+    ("projection_dim", True, "projection_dim must hold integers"),
+    ("value_dim", 10**9, "value_dim must hold integers from 1 to 4096, got 1000000000"),
+    ("key_dim", 64.5, "key_dim must hold integers"),
+    ("mask_encoder_channels", [16, "32", 64, 128], "mask_encoder_channels must hold integers .* got '32'"),
+    ("mask_encoder_channels", [16, 32.0, 64, 128], "mask_encoder_channels must hold integers .* got 32.0"),
+    ("decoder_channels", "abc", "decoder_channels must be a list of 3 widths, got 'abc'"),
+    ("decoder_channels", [64, -48, 16], "decoder_channels must hold integers .* got -48"),
+    ("norm_mean", float("nan"), "norm_mean must be a finite number, got nan"),
+    ("norm_std", "0.2", "norm_std must be a finite number"),
+    ("norm_std", 0, "norm_std must be positive, got 0"),
+])
+def test_config_types_and_ranges_are_checked_on_load(network: LocalMatchingNetwork, tmp_path: Path, field: str,
+                                                     value, message: str) -> None:
+    good = save_checkpoint(tmp_path / "good.safetensors", network)
+    bad = _rewrite(good, tmp_path / "bad.safetensors", lambda c: c.update({field: value}))
+    for read in (load_checkpoint, read_metadata):
+        with pytest.raises(ModelError, match=f"^model file {bad}: {message}") as caught:
+            read(bad)
+        assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("info, message", [
+    ("[1, 2]", "its info metadata must be a JSON object, got list"),
+    ('{"settings": [0.5]}', "carried settings must be a JSON object, got list"),
+    ('{"settings": {"threshold": "high"}}', "settings: setting threshold must be a number strictly between 0 and 1"),
+    ('{"settings": {"temporal_blend": 1.5}}', "settings: setting temporal_blend must be a number in"),
+    ('{"settings": {"method": "flow"}}', r"carries settings \['method'\] a model may not carry"),
+])
+def test_info_and_carried_settings_are_checked_on_load(network: LocalMatchingNetwork, tmp_path: Path, info: str,
+                                                       message: str) -> None:
+    good = save_checkpoint(tmp_path / "good.safetensors", network)
+    bad = _rewrite(good, tmp_path / "bad.safetensors", meta_edit=lambda m: m.update(info=info))
+    for read in (load_checkpoint, read_metadata):
+        with pytest.raises(ModelError, match=f"model file {bad}.*{message}"):
+            read(bad)
+    with pytest.raises(ModelError, match="model file"):
+        Propagator.load(bad, RunSettings(device="cpu"), accelerate=False)
+
+
+def _poison(tensors: dict) -> None:
+    name = next(k for k, v in tensors.items() if v.is_floating_point() and v.numel() > 1)
+    tensors[name] = tensors[name].clone()
+    tensors[name].view(-1)[1] = float("nan")
+
+
+def test_nan_weights_are_refused_on_load_and_never_written(network: LocalMatchingNetwork, tmp_path: Path,
+                                                            davis_root: Path) -> None:
+    good = save_checkpoint(tmp_path / "good.safetensors", network, {"trained": True})
+    nan = _rewrite(good, tmp_path / "nan.safetensors", tensor_edit=_poison)
+    with pytest.raises(ModelError, match=f"model file {nan}: 1 weight tensor.*hold NaN or infinite values"):
+        load_checkpoint(nan)
+    with pytest.raises(ModelError, match="NaN or infinite"):  # nor copied under new metadata
+        rewrite_info(nan, tmp_path / "copy.safetensors", {"trained": True})
+    assert not (tmp_path / "copy.safetensors").exists()
+    # Through the real command: refused before the output folder exists, so no frame is written.
+    out = tmp_path / "masks"
+    cine, mask = davis_root / "JPEGImages" / "synth_0000", davis_root / "Annotations" / "synth_0000" / "00000.png"
+    done = subprocess.run([sys.executable, "-m", "XRayVOSLib", "propagate", str(cine), "--support", f"0:{mask}",
+                           "--out", str(out), "--model", str(nan), "--device", "cpu", "--quiet"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "NaN or infinite values" in done.stderr and "Traceback" not in done.stderr
+    assert not out.exists()
+    # A network that diverged, or overflows fp16 on export, is not written at all.
+    big = LocalMatchingNetwork().eval()
+    with torch.no_grad():
+        next(iter(big.parameters())).view(-1)[0] = 1e6  # finite in fp32, inf in fp16
+    save_checkpoint(tmp_path / "big32.safetensors", big)
+    with pytest.raises(ModelError, match="NaN or infinite"):
+        save_checkpoint(tmp_path / "big16.safetensors", big, half=True)
+    assert not (tmp_path / "big16.safetensors").exists() and not list(tmp_path.glob(".big16*"))
+
+
+def test_writes_are_atomic_and_follow_no_symlink(network: LocalMatchingNetwork, tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not yours")
+    # A symlink at the target is replaced by the new file, not written through.
+    (tmp_path / "m.safetensors").symlink_to(victim)
+    path = save_checkpoint(tmp_path / "m.safetensors", network)
+    assert not path.is_symlink() and read_metadata(path)[0] == network.config and victim.read_text() == "not yours"
+    # The old fixed temporary name, planted as a link, is not followed either (the temp name is fresh, O_EXCL).
+    (tmp_path / "n.safetensors.partial").symlink_to(victim)
+    save_checkpoint(tmp_path / "n.safetensors", network)
+    assert victim.read_text() == "not yours"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors", "n.safetensors", "n.safetensors.partial",
+                                                          "victim.txt"]  # no temporary file left behind
+    # A folder where the file should go: an OSError, and nothing is left beside it.
+    (tmp_path / "dir.safetensors").mkdir()
+    with pytest.raises(OSError):
+        save_checkpoint(tmp_path / "dir.safetensors", network)
+    assert len(list(tmp_path.iterdir())) == 5

@@ -77,3 +77,42 @@ def _downgrade(path: Path) -> Path:
     meta["config"] = json.dumps(config)
     save_file(tensors, str(path), metadata=meta)
     return path
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"steps": 0}, "steps must be an integer >= 1, got 0"),
+    ({"steps": "10"}, "steps must be an integer >= 1, got '10'"),
+    ({"batch_size": True}, "batch_size must be an integer >= 1, got True"),
+    ({"size": 0}, "size must be an integer >= 32, got 0"),
+    ({"size": 100}, "size must be a multiple of 16, got 100"),
+    ({"clip_length": 1}, "clip_length must be an integer >= 2"),
+    ({"lr": float("nan")}, "lr must be a number > 0, got nan"),
+    ({"lr": -1e-4}, "lr must be a number > 0"),
+    ({"grad_clip": "3"}, "grad_clip must be a number > 0"),
+    ({"freeze_trunk": "yes"}, "freeze_trunk must be true or false"),
+    ({"augment": "heavy"}, "augment must be one of none, weak, strong, got 'heavy'"),
+    ({"matching": "flow"}, "matching must be one of local, global"),
+    ({"window": 4}, "setting window must be a positive odd number"),
+    ({"losses": []}, "losses must be a JSON object"),
+    ({"losses": {"bootstrap_top_p": 0}}, r"losses.bootstrap_top_p must be a number in \(0, 1\]"),
+    ({"losses": {"bootstrap_start": 10, "bootstrap_end": 5}}, "losses.bootstrap_end must be an integer >= 10"),
+])
+def test_training_config_values_are_range_checked_naming_the_file(tmp_path: Path, values: dict,
+                                                                  message: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(values))
+    with pytest.raises(InputError, match=f"^{path}: {message}"):
+        TrainConfig.load(path)
+
+
+def test_train_cli_range_checks_are_one_line(tmp_path: Path, capsys) -> None:
+    from XRayVOSLib.cli import main as cli_main
+
+    out_dir = tmp_path / "run"
+    assert cli_main(["train", "--steps", "0", "--out-dir", str(out_dir), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err == "xrayvos train: error: training config: steps must be an integer >= 1, got 0\n"
+    (tmp_path / "list.json").write_text("[1, 2]")
+    assert cli_main(["train", "--config", str(tmp_path / "list.json")]) == 2
+    assert "list.json must be a JSON object, got list" in capsys.readouterr().err
+    assert not out_dir.exists()

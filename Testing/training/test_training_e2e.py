@@ -22,12 +22,10 @@ from XRayVOSLib.model.config import ModelConfig
 from XRayVOSLib.model.network import LocalMatchingNetwork
 from XRayVOSLib.settings import RunSettings
 from XRayVOSLib.synth import write_davis_dataset
-from XRayVOSLib.training.config import TrainConfig
 from XRayVOSLib.training.finetune import inherited_settings, pseudo_label
 from XRayVOSLib.training.loop import Trainer
 from XRayVOSLib.training.validation import validation_jf
-
-REPO = Path(__file__).resolve().parents[2]
+from training_helpers import REPO, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -51,13 +49,6 @@ def init_model(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     return save_checkpoint(tmp_path_factory.mktemp("init") / "init.safetensors", LocalMatchingNetwork(),
                            {"trained": False})
-
-
-def tiny_config(data: Path, out_dir: Path, **overrides) -> TrainConfig:
-    values = dict(data=str(data), size=64, batch_size=2, steps=3, out_dir=str(out_dir), num_workers=0,
-                  save_every=2, log_every=1, device="cpu", loader_refresh=4)
-    values.update(overrides)
-    return TrainConfig(**values)
 
 
 def test_training_steps_change_weights_and_resume(davis_root: Path, tmp_path: Path) -> None:
@@ -87,18 +78,6 @@ def test_training_steps_change_weights_and_resume(davis_root: Path, tmp_path: Pa
     support[20:40, 20:40] = 1
     out = prop.propagate(frames, {0: support})
     assert out.shape == (4, 64, 64) and np.array_equal(out[0], support)
-
-
-def test_resume_refuses_the_state_of_another_network(davis_root: Path, tmp_path: Path) -> None:
-    # A run continued from a narrower init model leaves a state that the default network cannot take.
-    narrow = LocalMatchingNetwork(ModelConfig(value_dim=64))
-    (tmp_path / "run").mkdir()
-    torch.save({"model": narrow.state_dict()}, tmp_path / "run" / "state.pt")
-    trainer = Trainer(tiny_config(davis_root, tmp_path / "run"))
-    with pytest.raises(InputError, match=r"state.pt does not fit this run's network .* tensors differ, e.g. "
-                                         r"\['decoder.compress"):
-        trainer.resume()
-    assert trainer.step == 0
 
 
 def test_pseudo_labels_keep_labelled_frames_exact(davis_root: Path, init_model: Path, tmp_path: Path) -> None:

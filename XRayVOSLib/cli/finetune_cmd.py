@@ -9,7 +9,8 @@ and the exit codes are the same table (0 done, 1 failed, 2 bad input, 130 cancel
 Background callers (the Slicer module) parse these. With --val-annotations DIR (held-out masks,
 DIR/<video>/%05d.png), the done line carries "validation": J&F on those frames for the initial and the
 fine-tuned model. The output model appears only when training completes (written under a temporary name,
-then renamed); a cancelled or failed run writes none.
+then renamed); a cancelled or failed run writes none. --work-dir keeps the stages' states: a rerun with the
+same data, init and options resumes there; another run's state is refused unless --restart.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--size", type=int, default=320, help="training crop size")
-    p.add_argument("--work-dir", help="keep intermediate checkpoints here (default: a temporary folder)")
+    p.add_argument("--work-dir", help="keep intermediate checkpoints here (default: a temporary folder); a rerun "
+                                      "with the same data, init and options resumes from them")
+    p.add_argument("--restart", action="store_true", help="ignore the states in --work-dir and start over")
     p.add_argument("--val-annotations", help="held-out masks (<video>/%%05d.png) scored before and after")
     p.add_argument("--progress-json", action="store_true", help="JSON progress lines on stdout")
     p.add_argument("--quiet", action="store_true")
@@ -69,9 +72,12 @@ def _finetune(args: argparse.Namespace, steps: dict[str, int]) -> int:
     from XRayVOSLib.training.config import TrainConfig
     from XRayVOSLib.training.finetune import finetune
 
+    _check_numbers(args)
     init = Path(args.init) if args.init else default_model_path()
     if init is None or not init.is_file():
         raise InputError(f"initial model {init} not found; pass --init MODEL.safetensors")
+    if init.suffix != ".safetensors":
+        raise InputError(f"--init {init}: not an XRayVOS model; fine-tuning starts from a .safetensors model")
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise InputError(f"--out {out}: the model file must end in .safetensors")
@@ -99,7 +105,8 @@ def _finetune(args: argparse.Namespace, steps: dict[str, int]) -> int:
     with cancel_on_signals(cancel):  # SIGTERM / Ctrl+C stop at the next step; no model is written
         path, report = finetune(args.data, init, out, steps=args.steps, two_shot=args.two_shot, device=args.device,
                                 work_dir=args.work_dir, base=base, on_step=on_step, cancel=cancel,
-                                show_progress=not (args.quiet or args.progress_json), on_stage=on_stage)
+                                show_progress=not (args.quiet or args.progress_json), on_stage=on_stage,
+                                restart=args.restart)
     if val_root is not None:
         on_stage("validate")
         report.update(_validation(init, path, args, val_root))
@@ -109,6 +116,18 @@ def _finetune(args: argparse.Namespace, steps: dict[str, int]) -> int:
     else:
         print(f"model written to {path}", flush=True)
     return EXIT_OK
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """The numeric flags, before anything is read: one line naming the flag."""
+    from XRayVOSLib.training.config import SIZE_MULTIPLE
+
+    for flag, value, minimum in (("--steps", args.steps, 1), ("--batch-size", args.batch_size, 1),
+                                 ("--size", args.size, 2 * SIZE_MULTIPLE)):
+        if value < minimum:
+            raise InputError(f"{flag} {value}: must be at least {minimum}")
+    if args.size % SIZE_MULTIPLE:
+        raise InputError(f"--size {args.size}: must be a multiple of {SIZE_MULTIPLE} (the network's stride)")
 
 
 def _validation(init: Path, path: Path, args: argparse.Namespace, val_root: Path) -> dict[str, Any]:

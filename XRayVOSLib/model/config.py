@@ -6,6 +6,7 @@ is refused with a ModelError that names the file, rather than loaded with guesse
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -14,6 +15,11 @@ from XRayVOSLib.errors import ModelError
 ARCHITECTURE = "xrayvos-lmn-mbv2"
 CONFIG_VERSION = 6
 STRIDE = 16  # matching stride: keys, values and the readout live on the 1/16 grid
+# Widest layer a config may ask for: far above any trained model's, low enough that a corrupt or hostile
+# config is refused with a message instead of an allocation failure.
+MAX_WIDTH = 4096
+_WIDTHS = ("key_dim", "value_dim", "projection_dim")
+_CHANNELS = {"mask_encoder_channels": 4, "decoder_channels": 3}
 
 
 @dataclass(frozen=True)
@@ -34,9 +40,21 @@ class ModelConfig:
             raise ModelError(f"architecture {self.architecture!r} is not {ARCHITECTURE!r} supported by this code")
         if self.version != CONFIG_VERSION or isinstance(self.version, bool):
             raise ModelError(f"model config version {self.version!r}: this code reads version {CONFIG_VERSION} only")
-        if len(self.mask_encoder_channels) != 4 or len(self.decoder_channels) != 3:
-            raise ModelError(f"mask_encoder_channels needs 4 widths and decoder_channels 3, got "
-                             f"{list(self.mask_encoder_channels)} and {list(self.decoder_channels)}")
+        for name in _WIDTHS:
+            _check_width(name, getattr(self, name))
+        for name, count in _CHANNELS.items():
+            value = getattr(self, name)
+            if not isinstance(value, (list, tuple)) or len(value) != count:
+                raise ModelError(f"{name} must be a list of {count} widths, got {value!r}")
+            for width in value:
+                _check_width(name, width)
+            object.__setattr__(self, name, tuple(value))  # lists from JSON; frozen, hence object.__setattr__
+        for name in ("norm_mean", "norm_std"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ModelError(f"{name} must be a finite number, got {value!r}")
+        if self.norm_std <= 0:
+            raise ModelError(f"norm_std must be positive, got {self.norm_std!r}")
 
     @property
     def stride(self) -> int:
@@ -61,11 +79,12 @@ class ModelConfig:
         if unknown:
             raise ModelError(f"{source}: unknown model config fields {sorted(unknown)}; this code reads "
                              f"version {CONFIG_VERSION} without them")
-        values = dict(data)
-        for name in ("mask_encoder_channels", "decoder_channels"):
-            if name in values:
-                values[name] = tuple(int(v) for v in values[name])
         try:
-            return cls(**values)
+            return cls(**data)
         except ModelError as exc:
             raise ModelError(f"{source}: {exc}") from None
+
+
+def _check_width(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WIDTH:
+        raise ModelError(f"{name} must hold integers from 1 to {MAX_WIDTH}, got {value!r}")

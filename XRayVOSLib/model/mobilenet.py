@@ -11,7 +11,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from XRayVOSLib.errors import InputError
+from XRayVOSLib.model.digest import file_sha256
 from XRayVOSLib.model.layers import FrozenBatchNorm2d
+
+# torchvision's published ImageNet MobileNetV2 weights (IMAGENET1K_V1, mobilenet_v2-b0353104.pth), the
+# training recipe's start. A .pth is a pickle: only this known file is ever opened (see load_imagenet_weights).
+IMAGENET_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
 
 # (expand ratio t, channels c, repeats n, first stride s), as in the MobileNetV2 paper / torchvision.
 _SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
@@ -75,9 +81,16 @@ class MobileNetV2Trunk(nn.Module):
 def load_imagenet_weights(trunk: MobileNetV2Trunk, path: str | Path) -> list[str]:
     """Load torchvision's ImageNet MobileNetV2 weights; the RGB stem is summed to one grey channel.
 
-    Returns the names of trunk parameters that were not in the file (should be empty).
+    Returns the names of trunk parameters that were not in the file (should be empty). Any other file is
+    refused by its sha256 before it is opened.
     """
-    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    path = Path(path)
+    if file_sha256(path) != IMAGENET_SHA256:
+        raise InputError(f"init weights {path} are neither an XRayVOS model (.safetensors) nor torchvision's "
+                         f"ImageNet MobileNetV2 file mobilenet_v2-b0353104.pth (sha256 {IMAGENET_SHA256[:8]}...)")
+    # Torchvision publishes these weights only as a pickle. weights_only=True is torch's restricted
+    # unpickler (tensors and plain containers, no code), and the hash above has already pinned the file.
+    state = torch.load(path, map_location="cpu", weights_only=True)
     own = trunk.state_dict()
     loaded = {}
     for name, tensor in state.items():

@@ -46,7 +46,9 @@ from monai.transforms import (
     Resized,
 )
 
-STRENGTHS = ("none", "weak", "strong")
+from XRayVOSLib.training.config import AUGMENT_STRENGTHS
+
+STRENGTHS = AUGMENT_STRENGTHS  # defined beside the config, which validates it without importing MONAI
 _SPATIAL_KEYS = ("image", "label", "next")
 _MODES = ("bilinear", "nearest", "bilinear")  # per key in _SPATIAL_KEYS
 

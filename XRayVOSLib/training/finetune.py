@@ -18,11 +18,13 @@ from typing import Any, Callable
 import numpy as np
 
 from XRayVOSLib.errors import InputError
-from XRayVOSLib.model.checkpoint import read_metadata, rewrite_info
+from XRayVOSLib.model.checkpoint import check_model_destination, read_metadata, rewrite_info
+from XRayVOSLib.model.digest import weights_sha256
 from XRayVOSLib.model_files import carried_settings
 from XRayVOSLib.settings import CARRIED_FIELDS, RunSettings
 from XRayVOSLib.training.config import LossConfig, TrainConfig
 from XRayVOSLib.training.loop import StepCallback, run_training
+from XRayVOSLib.training.state import StateMismatchError
 
 
 def inherited_settings(init: str | Path) -> dict[str, Any]:
@@ -63,7 +65,7 @@ PSEUDO_LABEL_SETTINGS = {"decision": "threshold", "threshold": 0.5, "temporal_bl
 
 
 def pseudo_label(data_root: Path, model_path: Path, out_root: Path, device: str = "auto",
-                 window: int | None = None, memory_every: int | None = None) -> list[str]:
+                 window: int | None = None, memory_every: int | None = None, cancel=None) -> list[str]:
     """Write out_root/<video>/%05d.png for every frame, propagated from the labelled frames (kept exact)."""
     from XRayVOSLib.inference.propagator import Propagator
     from XRayVOSLib.io import read_cine, write_mask_sequence
@@ -75,7 +77,7 @@ def pseudo_label(data_root: Path, model_path: Path, out_root: Path, device: str 
     for video in videos:
         frames = np.asarray(read_cine(data_root / "JPEGImages" / video).frames)
         supports = annotated_frames(data_root, video)
-        labels = propagator.propagate(frames, supports)
+        labels = propagator.propagate(frames, supports, cancel=cancel)
         write_mask_sequence(out_root / video, labels)
     return videos
 
@@ -93,53 +95,43 @@ def finetune(
     cancel=None,
     show_progress: bool = True,
     on_stage: Callable[[str], None] | None = None,
+    restart: bool = False,
 ) -> tuple[Path, dict[str, Any]]:
     """Fine-tune `init` on `data_root`; the model is written to out_path only when training completes.
 
     on_stage(name) is called as each stage starts: "train", or "teacher", "pseudo-label", "student".
+    A work_dir left by an earlier run is resumed when it holds this run's state (same data, config and
+    init); another run's state is refused, unless `restart` (then every stage starts over).
     """
-    stage = on_stage or (lambda _name: None)
     data_root, out_path = Path(data_root), Path(out_path)
+    base = base or TrainConfig()
+    common = dict(data=str(data_root), init=str(init), device=device, num_workers=0, max_skip=min(base.max_skip, 5))
+    dataclasses.replace(base, **common, steps=steps).validate("fine-tune")  # bad numbers: before any work
+    check_model_destination(out_path)
     videos = list_videos(data_root)
     for video in videos:
         annotated_frames(data_root, video)  # fail early on a case with no annotations
+    read_metadata(init)  # an XRayVOS model, with a valid config and info
     carried = inherited_settings(init)  # and on settings the result could not carry
-    base = base or TrainConfig()
     own_work = work_dir is None
     work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="xrayvos-finetune-"))
-    common = dict(data=str(data_root), init=str(init), device=device, num_workers=0,
-                  save_every=max(25, steps // 4), max_skip=min(base.max_skip, 5))
     report: dict[str, Any] = {"videos": videos, "two_shot": two_shot, "steps": steps, "init": str(init)}
+    stages = _Stages(work, base, common, on_step, cancel, show_progress, on_stage or (lambda _name: None), restart)
     try:
         if not two_shot:
-            cfg = dataclasses.replace(base, **common, steps=steps, out_dir=str(work / "model"))
-            stage("train")
-            model = run_training(cfg, on_step=on_step, cancel=cancel, show_progress=show_progress)
+            model = stages.train("train", "model", steps)
         else:
             teacher_steps = max(1, steps // 2)
             student_steps = max(1, steps - teacher_steps)
-            teacher_cfg = dataclasses.replace(base, **common, steps=teacher_steps, out_dir=str(work / "teacher"))
-            stage("teacher")
-
-            def teacher_step(step: int, _total: int, values: dict[str, float]) -> None:
-                if on_step is not None:  # steps count over the whole run: teacher, then student
-                    on_step(step, teacher_steps + student_steps, values)
-
-            teacher = run_training(teacher_cfg, on_step=teacher_step, cancel=cancel, show_progress=show_progress)
-            pseudo_root = work / "pseudo"
-            stage("pseudo-label")
+            teacher = stages.train("teacher", "teacher", teacher_steps, total=teacher_steps + student_steps)
+            stages.stage("pseudo-label")
             # The teacher carries no settings of its own: it labels as the init model would.
-            pseudo_label(data_root, teacher, pseudo_root, device=device)
+            pseudo_label(data_root, teacher, work / "pseudo", device=device, cancel=cancel)
             losses = dataclasses.replace(base.losses, consistency=True)
-            student_cfg = dataclasses.replace(base, **common, steps=student_steps, pseudo_root=str(pseudo_root),
-                                              losses=losses, out_dir=str(work / "student"))
-
-            def student_step(step: int, total: int, values: dict[str, float]) -> None:
-                if on_step is not None:
-                    on_step(teacher_steps + step, teacher_steps + total, values)
-
-            stage("student")
-            model = run_training(student_cfg, on_step=student_step, cancel=cancel, show_progress=show_progress)
+            # The pseudo-labels are named by the weights that wrote them: rewritten on every run, their dates change.
+            model = stages.train("student", "student", student_steps, offset=teacher_steps,
+                                 pseudo_root=str(work / "pseudo"), losses=losses,
+                                 inputs={"pseudo_root": weights_sha256(teacher)})
             report.update(teacher_steps=teacher_steps, student_steps=student_steps)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         info = {**read_metadata(model)[1], "settings": carried, "settings_from": str(init)}
@@ -148,6 +140,38 @@ def finetune(
     finally:
         if own_work:
             shutil.rmtree(work, ignore_errors=True)
+
+
+@dataclasses.dataclass
+class _Stages:
+    """Runs one training stage in work/<folder>, its steps counted over the whole fine-tune."""
+
+    work: Path
+    base: TrainConfig
+    common: dict[str, Any]
+    on_step: StepCallback | None
+    cancel: Any
+    show_progress: bool
+    stage: Callable[[str], None]
+    restart: bool
+
+    def train(self, name: str, folder: str, steps: int, offset: int = 0, total: int | None = None,
+              inputs: dict[str, str] | None = None, **changes: Any) -> Path:
+        cfg = dataclasses.replace(self.base, **self.common, **changes, steps=steps, save_every=max(25, steps // 4),
+                                  out_dir=str(self.work / folder))
+        total = total or offset + steps
+
+        def step(done: int, _total: int, values: dict[str, float]) -> None:
+            if self.on_step is not None:
+                self.on_step(offset + done, total, values)
+
+        self.stage(name)
+        try:
+            return run_training(cfg, resume=not self.restart, on_step=step, cancel=self.cancel,
+                                show_progress=self.show_progress, inputs=inputs)
+        except StateMismatchError as exc:
+            raise InputError(f"work dir {self.work}: {exc} (stage {name}); use another work dir, or start over "
+                             "(finetune --restart)") from None
 
 
 __all__ = ["finetune", "inherited_settings", "pseudo_label", "list_videos", "annotated_frames", "LossConfig"]

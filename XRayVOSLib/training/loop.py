@@ -1,7 +1,9 @@
 """The training loop: optimiser, AMP, resumable checkpoints, CSV log, tqdm bar, optional DDP.
 
-Outputs in out_dir: `state.pt` (resumable: model, optimiser, scaler, step), `model.safetensors`
-(loads directly into Propagator.load), and `log.csv`. Every write is atomic (temp file + rename).
+Outputs in out_dir: `state.safetensors` (resumable: model, optimiser, scaler, step, RNG, the run's
+fingerprint; training/state.py, no pickle), `model.safetensors` (loads directly into Propagator.load),
+`config.json` and `log.csv`. The state and model are written atomically (temp file + rename). A state is
+resumed only when its fingerprint (config, data, init) matches this run's.
 """
 
 from __future__ import annotations
@@ -19,19 +21,21 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from XRayVOSLib.errors import CancelledError, InputError
-from XRayVOSLib.model.checkpoint import load_checkpoint, save_checkpoint
+from XRayVOSLib.model.checkpoint import load_checkpoint, save_checkpoint, write_atomically
 from XRayVOSLib.model.mobilenet import load_imagenet_weights
 from XRayVOSLib.model.network import LocalMatchingNetwork
 from XRayVOSLib.runtime import resolve_device
 from XRayVOSLib.training.config import TrainConfig
 from XRayVOSLib.training.distributed import DistInfo, all_reduce_mean, cleanup, init_distributed
+from XRayVOSLib.training.state import (LEGACY_STATE_NAME, STATE_NAME, check_fingerprint, load_optimizer_state,
+                                       read_state, restore_rng, run_fingerprint, write_state)
 from XRayVOSLib.training.step import ClipStep
 
 StepCallback = Callable[[int, int, dict[str, float]], None]
 
 
 def build_network(config: TrainConfig) -> tuple[LocalMatchingNetwork, dict[str, Any]]:
-    """A fresh network from ImageNet MobileNetV2 (.pth) or an XRayVOS checkpoint (.safetensors) to continue."""
+    """A fresh network from ImageNet MobileNetV2 (.pth, that one file) or an XRayVOS checkpoint (.safetensors)."""
     init = config.init
     if init and str(init).endswith(".safetensors"):
         network, info = load_checkpoint(init)
@@ -74,9 +78,12 @@ def _param_groups(network: LocalMatchingNetwork, config: TrainConfig) -> list[di
 
 
 class Trainer:
+    """`inputs`: digests that stand for inputs in the run's fingerprint (see state.run_fingerprint)."""
+
     def __init__(self, config: TrainConfig, network: LocalMatchingNetwork | None = None,
-                 info: dict[str, Any] | None = None, dataset: Dataset | None = None) -> None:
-        self.config = config
+                 info: dict[str, Any] | None = None, dataset: Dataset | None = None,
+                 inputs: dict[str, str] | None = None) -> None:
+        self.config = config.validate()
         self.device = resolve_device(config.device)
         self.dist: DistInfo = init_distributed(self.device)
         if self.dist.enabled and self.device.type == "cuda":
@@ -99,39 +106,50 @@ class Trainer:
         self.use_amp = config.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.step = 0
+        self.resumed = False
         self.out_dir = Path(config.out_dir)
-        self.state_path = self.out_dir / "state.pt"
+        self.state_path = self.out_dir / STATE_NAME
         self.model_path = self.out_dir / "model.safetensors"
+        self.fingerprint = run_fingerprint(config, inputs)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def resume(self) -> bool:
-        if not self.state_path.is_file():
+        """Continue from out_dir's state when there is one and it is this run's; InputError when it is not."""
+        legacy = self.out_dir / LEGACY_STATE_NAME
+        if legacy.exists() or legacy.is_symlink():
+            raise InputError(f"{legacy} is a training state in the old pickle format, which is never loaded "
+                             "(unpickling can run code); delete it, or start over in a new folder")
+        if not (self.state_path.exists() or self.state_path.is_symlink()):
             return False
-        state = torch.load(self.state_path, map_location=self.device, weights_only=False)
-        saved, own = state["model"], self.network.state_dict()
-        differing = sorted(set(own) ^ set(saved)) + sorted(k for k in set(own) & set(saved)
-                                                           if own[k].shape != saved[k].shape)
+        state = read_state(self.state_path)
+        check_fingerprint(self.state_path, state.fingerprint, self.fingerprint)
+        if state.step > self.config.steps:
+            raise InputError(f"{self.state_path} is at step {state.step}, past this run's {self.config.steps} "
+                             "steps; ask for more steps, or start over")
+        own = self.network.state_dict()
+        differing = sorted(set(own) ^ set(state.model)) + sorted(k for k in set(own) & set(state.model)
+                                                                 if own[k].shape != state.model[k].shape)
         if differing:
             raise InputError(f"{self.state_path} does not fit this run's network (another init model's run?): "
                              f"{len(differing)} tensors differ, e.g. {differing[:3]}; use the run's own config "
                              "or a new out_dir")
-        self.network.load_state_dict(saved)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.step = int(state["step"])
-        self.info.update(state.get("info", {}))
+        self.network.load_state_dict(state.model)
+        load_optimizer_state(self.optimizer, state.optimizer, self.state_path)
+        try:
+            self.scaler.load_state_dict(state.scaler)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise InputError(f"{self.state_path}: its AMP scaler state is not readable ({exc})") from None
+        if not self.dist.enabled:  # each DDP rank draws from its own seed; the state holds rank 0's RNG only
+            restore_rng(state.rng, self.state_path)
+        self.step, self.resumed = state.step, True
+        self.info.update(state.info)
         return True
 
     def save(self) -> None:
         if not self.dist.is_main:
             return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        state = {"model": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "scaler": self.scaler.state_dict(), "step": self.step, "config": self.config.to_dict(),
-                 "info": self.info}
-        tmp = self.state_path.with_name("state.pt.partial")
-        torch.save(state, tmp)
-        tmp.replace(self.state_path)
+        write_state(self.state_path, self.network, self.optimizer, self.scaler, self.step, self.config, self.info,
+                    self.fingerprint)
         self.export(self.model_path)
 
     def export(self, path: Path, half: bool = False, extra: dict[str, Any] | None = None) -> Path:
@@ -157,17 +175,14 @@ class Trainer:
                           persistent_workers=False)
 
     def train(self, on_step: StepCallback | None = None, cancel=None, show_progress: bool = True) -> Path:
-        """Run until config.steps; returns the exported model path. Resumes from state.pt if present."""
+        """Run until config.steps; returns the exported model path. Call resume() first to continue a run."""
         from XRayVOSLib.training.data import max_skip_schedule
 
         cfg = self.config
         base_lrs = self.base_lrs
-        log_path = self.out_dir / "log.csv"
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        log_file = self._open_log() if self.dist.is_main else None
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train", disable=not (show_progress and self.dist.is_main),
                    dynamic_ncols=True)
-        log_file = open(log_path, "a", newline="") if self.dist.is_main else None
         writer = None
         start = time.time()
         try:
@@ -206,6 +221,20 @@ class Trainer:
                 log_file.close()
         return self.model_path
 
+    def _open_log(self):
+        """config.json, and log.csv opened to append: a resumed run's rows up to its step, else empty."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        write_atomically(self.out_dir / "config.json", json.dumps(self.config.to_dict(), indent=2).encode())
+        log_path = self.out_dir / "log.csv"
+        rows: list[list[str]] = []
+        if self.resumed and log_path.is_file():  # steps past the saved state are run again: drop their rows
+            with open(log_path, newline="") as handle:
+                rows = [r for i, r in enumerate(csv.reader(handle)) if i == 0 or (r and r[0].isdigit()
+                                                                                   and int(r[0]) <= self.step)]
+        log_file = open(log_path, "w", newline="")
+        csv.writer(log_file).writerows(rows)
+        return log_file
+
     def _train_step(self, batch: dict[str, torch.Tensor], base_lrs: list[float]) -> dict[str, float]:
         factor = self._lr_factor()
         for group, base in zip(self.optimizer.param_groups, base_lrs):
@@ -226,8 +255,8 @@ class Trainer:
 
 
 def run_training(config: TrainConfig, resume: bool = True, on_step: StepCallback | None = None, cancel=None,
-                 show_progress: bool = True) -> Path:
-    trainer = Trainer(config)
+                 show_progress: bool = True, inputs: dict[str, str] | None = None) -> Path:
+    trainer = Trainer(config, inputs=inputs)
     try:
         if resume:
             trainer.resume()
