@@ -32,5 +32,7 @@ def test_foreign_truncated_and_missing_files_are_not_models(tmp_path: Path) -> N
     (tmp_path / "huge.safetensors").write_bytes((2**40).to_bytes(8, "little") + b"{}")
     (tmp_path / "cut.safetensors").write_bytes((500).to_bytes(8, "little") + b'{"__metadata__": {"form')
     (tmp_path / "other.safetensors").write_bytes((30).to_bytes(8, "little") + b'{"__metadata__": {"a": "b"}}  ')
-    for name in ("text", "huge", "cut", "other", "absent"):
+    listed = b'{"__metadata__": {"format": "xrayvos-checkpoint", "config": "{}", "info": "[1, 2]"}}'
+    (tmp_path / "list.safetensors").write_bytes(len(listed).to_bytes(8, "little") + listed)
+    for name in ("text", "huge", "cut", "other", "list", "absent"):
         assert read_model_header(tmp_path / f"{name}.safetensors") is None, name

@@ -43,7 +43,8 @@ def read_model_header(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]
             meta = json.loads(handle.read(size).decode("utf-8")).get("__metadata__") or {}
         if meta.get("format") != CHECKPOINT_FORMAT:
             return None
-        return json.loads(meta.get("config", "{}")), json.loads(meta.get("info", "{}"))
+        config, info = json.loads(meta.get("config", "{}")), json.loads(meta.get("info", "{}"))
+        return (config, info) if isinstance(config, dict) and isinstance(info, dict) else None
     except (OSError, ValueError, AttributeError):  # a missing, corrupt or foreign file is simply not listed
         return None
 
