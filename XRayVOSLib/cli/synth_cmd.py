@@ -1,4 +1,4 @@
-"""`xrayvos synth --out DIR --videos N --frames T --size S`: write a synthetic DAVIS-style dataset."""
+"""`xrayvos synth --out DIR --videos N --frames T --size S [--generator v2]`: write a synthetic DAVIS-style dataset."""
 
 from __future__ import annotations
 
@@ -29,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=_positive, default=30, help="frames per video (default 30)")
     p.add_argument("--size", type=_positive, default=512, help="frame size in pixels (default 512)")
     p.add_argument("--seed", type=int, default=0, help="dataset seed; video i depends only on (seed, i)")
+    p.add_argument("--generator", choices=("v1", "v2"), default="v1",
+                   help="v1: 2D polyline scenes (default); v2: 3D coronary anatomy through a C-arm, contrast filling, "
+                        "large cardiac motion (docs/synth_v2.md); v2 also writes the protocol's supports_*.json")
     p.add_argument("--preset", choices=("easy", "default", "hard"), default="default",
                    help="difficulty of motion, noise, contrast and clutter (default: default)")
     p.add_argument("--max-objects", type=_positive, default=None,
@@ -39,19 +42,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from XRayVOSLib.synth import SynthConfig, write_davis_dataset
+    from XRayVOSLib.synth import config_for, write_davis_dataset
+    from XRayVOSLib.synth.protocol import write_protocol_supports
 
     if not 64 <= args.size <= 4096:
         raise InputError(f"--size must be between 64 and 4096, got {args.size}")
-    config = SynthConfig.preset(args.preset)
+    config = config_for(args.generator, args.preset)
     if args.max_objects is not None:
         config = replace(config, max_objects=args.max_objects, min_objects=min(config.min_objects, args.max_objects))
     start = time.perf_counter()
     names = write_davis_dataset(args.out, args.videos, args.frames, args.size, seed=args.seed, config=config,
                                 progress=True)
     took = time.perf_counter() - start
+    supports = write_protocol_supports(args.out) if args.generator == "v2" else []
     print(f"wrote {len(names)} videos x {args.frames} frames ({args.size}x{args.size}) to {args.out} in {took:.1f} s")
     print(f"  frames:       {args.out / 'JPEGImages'}/<video>/%05d.png")
     print(f"  ground truth: {args.out / 'Annotations'}/<video>/%05d.png")
     print(f"  metadata:     {args.out / 'meta.json'}")
+    for path in supports:
+        print(f"  supports:     {path}  (xrayvos evaluate --supports {path})")
     return 0

@@ -11,6 +11,7 @@ fewer (same seed, frames, size and config) rather than reshuffling it.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,7 +20,9 @@ import numpy as np
 
 from XRayVOSLib.errors import InputError
 from XRayVOSLib.io.masks import write_mask_sequence
-from XRayVOSLib.synth.generate import SynthConfig, generate_cine
+from XRayVOSLib.synth.generate import SynthConfig
+from XRayVOSLib.synth.select import generate_cine
+from XRayVOSLib.synth.v2.generate import SynthV2Config
 
 META_NAME = "meta.json"
 
@@ -53,7 +56,7 @@ def _clear_pngs(folder: Path) -> None:
 
 
 def write_davis_dataset(root: str | Path, num_videos: int, num_frames: int, size: int, seed: int = 0,
-                        config: SynthConfig | None = None, progress: bool = False) -> list[str]:
+                        config: SynthConfig | SynthV2Config | None = None, progress: bool = False) -> list[str]:
     """Generate `num_videos` cines and write them under `root`; returns the video names."""
     if int(num_videos) < 1:
         raise InputError(f"num_videos must be >= 1, got {num_videos}")
@@ -80,7 +83,10 @@ def write_davis_dataset(root: str | Path, num_videos: int, num_frames: int, size
         write_mask_sequence(masks_dir, cine.labels)
         videos[name] = {**cine.meta(), "index": i}
         names.append(name)
-    meta.update({"generator": "XRayVOSLib.synth", "seed": int(seed), "num_frames": int(num_frames),
+    generator = "XRayVOSLib.synth.v2" if isinstance(cfg, SynthV2Config) else "XRayVOSLib.synth"
+    meta.update({"generator": generator, "seed": int(seed), "num_frames": int(num_frames),
                  "size": int(size), "config": asdict(cfg), "videos": dict(sorted(videos.items()))})
-    meta_path.write_text(json.dumps(meta, indent=1))
+    tmp = meta_path.with_suffix(".json.tmp")  # atomic: a reader never sees half a meta.json
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, meta_path)
     return names

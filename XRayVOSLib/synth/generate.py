@@ -181,8 +181,10 @@ def _build_scene(rng: np.random.Generator, cfg: SynthConfig, size: int, fieldbox
     return scene
 
 
-def generate_cine(seed: int, num_frames: int = 30, size: int = 512, config: SynthConfig | None = None) -> SyntheticCine:
-    """One synthetic cine; the same (seed, num_frames, size, config) gives byte-identical output."""
+def generate_cine_v1(seed: int, num_frames: int = 30, size: int = 512,
+                     config: SynthConfig | None = None) -> SyntheticCine:
+    """One v1 cine (XRayVOSLib.synth.generate_cine picks v1 or v2 by the config); the same
+    (seed, num_frames, size, config) gives byte-identical output."""
     cfg = config or SynthConfig()
     cfg.validate()
     if int(num_frames) < 1:
