@@ -22,7 +22,9 @@ before torch is loaded. stdout carries the JSON event lines of XRayVOSLib.events
 
 Exit status as in XRayVOSLib.events: 0 done, 1 unexpected failure (traceback on stderr), 2 bad input (one
 line on stderr naming the job file and the setting), 130 cancelled (SIGTERM / SIGINT / SIGBREAK). The
-output is written to a temporary name and renamed, so a reader never sees a partial file. `flow`,
+output location is checked before the run (a folder, below a file, not writable: exit 2), the frames and
+supports before the model loads (object ids 1..255, the output being uint8); the output is written to a
+temporary name and renamed, so a reader never sees a partial file. `flow`,
 `flow-support` and `copy` never import torch.
 
 Two environment variables exist for testing the failure paths of front ends:
@@ -46,6 +48,8 @@ import numpy as np
 
 from XRayVOSLib.errors import CancelledError, InputError, XRayVOSError
 from XRayVOSLib.events import EXIT_CANCELLED, EXIT_FAILED, EXIT_INPUT, EXIT_OK, emit
+from XRayVOSLib.outputs import atomic_open, check_file_target, describe_os_error
+from XRayVOSLib.propagation.validate import check_frames, check_supports
 from XRayVOSLib.runtime import cancel_on_signals
 from XRayVOSLib.settings import RunSettings
 
@@ -106,25 +110,21 @@ def load_frames(path: Path) -> np.ndarray:
 def load_supports(path: Path) -> dict[int, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as archive:
-            supports = {int(key): np.asarray(archive[key]) for key in archive.files}
+            arrays = {key: np.asarray(archive[key]) for key in archive.files}
     except (OSError, ValueError, EOFError) as exc:
         raise InputError(f"{path}: cannot read supports ({exc})") from None
-    if not supports:
+    if not arrays:
         raise InputError(f"{path}: holds no support frame")
-    return supports
+    bad = [key for key in arrays if not key.isdigit()]
+    if bad:
+        raise InputError(f"{path}: support key {bad[0]!r} is not a frame index (keys are 0-based frame numbers)")
+    return {int(key): labels for key, labels in arrays.items()}
 
 
-def save_atomic(labels: np.ndarray, path: Path) -> None:
-    """Write to a temporary name in the same folder, then rename: readers see all or nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            np.save(handle, labels, allow_pickle=False)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+def save_labels(labels: np.ndarray, path: Path) -> None:
+    """The job's output, atomically (XRayVOSLib.outputs): a reader never sees a partial file."""
+    with atomic_open(path, durable=True) as handle:
+        np.save(handle, labels, allow_pickle=False)
 
 
 class _Progress:
@@ -149,8 +149,13 @@ class _Progress:
 def run(job_path: Path, cancel: threading.Event, progress: _Progress) -> int:
     started = time.monotonic()
     job = load_job(job_path)
-    frames = load_frames(job.frames)
+    check_file_target(job.output, f"{job_path}: output")  # before the run, which an unwritable output would waste
+    frames = check_frames(load_frames(job.frames), str(job.frames))
     supports = load_supports(job.supports)
+    try:
+        check_supports(supports, int(frames.shape[0]), tuple(frames.shape[1:]))
+    except InputError as exc:
+        raise InputError(f"{job.supports}: {exc}") from None
     settings = job.settings
     emit("started", method=settings.method, frames=int(frames.shape[0]), supports=sorted(supports),
          device=settings.device, settings=settings.to_dict())
@@ -162,7 +167,7 @@ def run(job_path: Path, cancel: threading.Event, progress: _Progress) -> int:
     labels = np.asarray(method.propagate(frames, supports, progress=progress, cancel=cancel))
     if labels.shape != frames.shape:
         raise RuntimeError(f"method {settings.method!r} returned shape {labels.shape}, expected {frames.shape}")
-    save_atomic(labels.astype(np.uint8, copy=False), job.output)
+    save_labels(labels.astype(np.uint8, copy=False), job.output)
     emit("done", output=str(job.output), seconds=round(time.monotonic() - started, 3),
          torch_loaded="torch" in sys.modules)
     return EXIT_OK
@@ -181,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         print("xrayvos worker: cancelled", file=sys.stderr)
         return EXIT_CANCELLED
     except (XRayVOSError, OSError) as exc:  # bad input, unwritable output folder, full disk: one line
-        message = str(exc) if isinstance(exc, XRayVOSError) else f"{type(exc).__name__}: {exc}"
+        message = str(exc) if isinstance(exc, XRayVOSError) else describe_os_error(exc)
         emit("error", message=message)
         print(f"xrayvos worker: error: {message}", file=sys.stderr)
         return EXIT_INPUT

@@ -194,3 +194,82 @@ def test_evaluate_threshold_without_decision_threshold_exits_2(davis_root: Path,
     assert not (tmp_path / "o").exists()
     assert main(["evaluate", "--data", str(davis_root), "--methods", "copy", "--support-warp", "-0.1"]) == 2
     assert "setting support_warp" in capsys.readouterr().err
+
+
+# -- outputs checked first, replaced whole; counts range-checked (issue 20, points 2, 3 and 9) --------------------
+
+
+def _one_error_line(capsys, command: str, *wanted: str) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"xrayvos {command}: error:"), err
+    for text in wanted:
+        assert text in err[0], err[0]
+    return err[0]
+
+
+@pytest.fixture
+def nothing_runs(monkeypatch):
+    """Fails the test if a method is built or a prediction scored: the output should be refused first."""
+    from XRayVOSLib import methods
+    from XRayVOSLib.evaluation import runner
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("work started before the output location was checked")
+
+    monkeypatch.setattr(methods, "make_method", refuse)
+    monkeypatch.setattr(runner, "evaluate_folders", refuse)
+
+
+def test_evaluate_out_on_a_file_is_refused_before_any_method_runs(davis_root: Path, tmp_path: Path, capsys,
+                                                                  nothing_runs) -> None:
+    (tmp_path / "file").write_text("x")
+    for out, problem in [(tmp_path / "file", "exists and is not a folder"),
+                         (tmp_path / "file" / "sub", f"{tmp_path / 'file'} is a file, not a folder")]:
+        assert main(["evaluate", "--data", str(davis_root), "--methods", "copy", "--out", str(out)]) == 2
+        _one_error_line(capsys, "evaluate", f"--out {out}: {problem}")
+    assert (tmp_path / "file").read_text() == "x"
+
+
+def test_eval_json_that_cannot_be_written_is_refused_before_scoring(davis_root: Path, tmp_path: Path, capsys,
+                                                                    nothing_runs) -> None:
+    gt = str(davis_root / "Annotations")
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "folder").mkdir()
+    for target, problem in [(tmp_path / "folder", "is a folder; give a file name"),
+                            (tmp_path / "file" / "eval.json", f"{tmp_path / 'file'} is a file, not a folder")]:
+        assert main(["eval", gt, gt, "--json", str(target)]) == 2
+        _one_error_line(capsys, "eval", f"--json {target}: {problem}")
+
+
+def test_evaluate_out_is_replaced_completely_and_a_strangers_folder_refused(davis_root: Path, tmp_path: Path,
+                                                                            capsys) -> None:
+    out = tmp_path / "out"
+    evaluate_methods(davis_root, ["copy", "flow"], out_dir=out, save_masks=True, plots=False)
+    assert sorted(p.name for p in (out / "masks").iterdir()) == ["copy", "flow"]
+    assert main(["evaluate", "--data", str(davis_root), "--methods", "copy", "--out", str(out), "--videos", "1",
+                 "--save-masks"]) == 0
+    assert sorted(p.relative_to(out / "masks").as_posix() for p in (out / "masks").rglob("*") if p.is_dir()) == [
+        "copy", "copy/synth_0000"]  # nothing left of the earlier, larger run
+    assert json.loads((out / "results.json").read_text())["videos"] == ["synth_0000"]
+    capsys.readouterr()
+    (out / "my_notes.txt").write_text("mine")
+    assert main(["evaluate", "--data", str(davis_root), "--methods", "copy", "--out", str(out)]) == 2
+    _one_error_line(capsys, "evaluate", "also my_notes.txt")
+    assert (out / "my_notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+@pytest.mark.parametrize("videos", [["--videos", "0"], ["--videos=-1"], ["--videos", "-1"]])
+def test_evaluate_videos_below_1_is_a_usage_error(davis_root: Path, capsys, videos: list) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--data", str(davis_root), "--methods", "copy", *videos])
+    assert exc.value.code == 2 and "argument --videos" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("videos", [0, -1, True])
+def test_evaluate_methods_refuses_a_video_count_below_1(davis_root: Path, videos) -> None:
+    """names[:0] ran nothing and names[:-1] silently dropped the last video."""
+    from XRayVOSLib.errors import InputError
+
+    with pytest.raises(InputError, match="is not a number of videos >= 1"):
+        evaluate_methods(davis_root, ["copy"], videos=videos)

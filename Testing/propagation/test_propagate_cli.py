@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -219,13 +220,15 @@ def test_bad_support_in_a_real_subprocess(cine: dict, tmp_path: Path) -> None:
     assert len(lines) == 1 and "out of range" in lines[0] and "Traceback" not in proc.stderr
 
 
-def test_sigterm_stops_cleanly_without_run_json(cine: dict, tmp_path: Path, monkeypatch, capsys) -> None:
-    """SIGTERM after the 2nd frame (sent from the progress stream): exit 130, partial PNGs, no run.json."""
+def test_sigterm_stops_cleanly_and_keeps_the_earlier_result(cine: dict, tmp_path: Path, monkeypatch, capsys) -> None:
+    """SIGTERM after the 2nd frame (sent from the progress stream): exit 130, and OUT is exactly the earlier
+    result it held (nothing of the cancelled run is kept, nothing is mixed)."""
     long_cine = tmp_path / "long.npy"
     np.save(long_cine, np.concatenate([np.load(cine["npy"])] * 4))
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "run.json").write_text("{}")  # stale, from an earlier run: must not survive
+    assert main(["propagate", str(cine["npy"]), "--support", f"0:{cine['m0']}", "--out", str(out), "--quiet",
+                 "--method", "copy"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
     real_emit = propagate_cmd.emit
 
     def emit(event: str, **fields) -> None:
@@ -234,16 +237,126 @@ def test_sigterm_stops_cleanly_without_run_json(cine: dict, tmp_path: Path, monk
             os.kill(os.getpid(), signal.SIGTERM)
 
     monkeypatch.setattr(propagate_cmd, "emit", emit)
-    before = signal.getsignal(signal.SIGTERM)
+    before_handler = signal.getsignal(signal.SIGTERM)
     rc = main(["propagate", str(long_cine), "--support", f"0:{cine['m0']}", "--out", str(out), "--progress-json"])
     assert rc == EXIT_CANCELLED == 130
-    assert not (out / "run.json").exists()
-    assert 3 <= len(list(out.glob("*.png"))) <= 4  # support + 2 frames (+ at most the one in flight)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.npy", "out"]  # no staging folder, no lock
     captured = capsys.readouterr()
     events = [json.loads(line) for line in captured.out.splitlines()]
     assert events[-1]["event"] == "cancelled" and events[-1]["done"] <= 3
-    assert "SIGTERM" in captured.err
-    assert signal.getsignal(signal.SIGTERM) == before  # handlers restored
+    assert "SIGTERM" in captured.err and f"{out} is unchanged" in captured.err
+    assert signal.getsignal(signal.SIGTERM) == before_handler  # handlers restored
+
+
+# -- validated before the model loads and before any output exists (issue 20, point 7) ---------------------------
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fails the test if propagate gets as far as building the method (loading the model)."""
+    def build_method(*args, **kwargs):
+        raise AssertionError("the method was built: the input should have been refused first")
+
+    monkeypatch.setattr(propagate_cmd, "build_method", build_method)
+
+
+def _refused_up_front(args: list, out: Path, capsys, *wanted: str) -> str:
+    rc = main(["propagate", *map(str, args), "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("xrayvos propagate: error:"), err
+    for text in wanted:
+        assert text in err[0], err[0]
+    assert not out.exists() and not any(".xrayvos-" in p.name for p in out.parent.iterdir())
+    return err[0]
+
+
+def test_object_ids_above_255_are_refused_up_front(cine: dict, tmp_path: Path, capsys, no_model) -> None:
+    labels = cine["labels"][0].astype(np.uint16)
+    labels[labels > 0] += 299  # ids 300, ...: a 16-bit grey PNG, readable by read_mask
+    write_mask(tmp_path / "m16.png", labels)
+    assert read_mask(tmp_path / "m16.png").max() > 255
+    _refused_up_front([cine["npy"], "--support", f"0:{tmp_path / 'm16.png'}"], tmp_path / "out", capsys,
+                      "m16.png", "object id", "above 255")
+
+
+def test_8x8_frames_are_refused_up_front(tmp_path: Path, capsys, no_model) -> None:
+    np.save(tmp_path / "tiny.npy", np.zeros((4, 8, 8), np.uint8))
+    np.save(tmp_path / "m.npy", np.ones((8, 8), np.uint8))
+    _refused_up_front([tmp_path / "tiny.npy", "--support", f"0:{tmp_path / 'm.npy'}"], tmp_path / "out", capsys,
+                      "tiny.npy", "8x8 are too small")
+
+
+@pytest.mark.parametrize("fault, wanted", [("16-bit", "frame003.png: frame is 16-bit grey"),
+                                           ("truncated", "frame003.png: frame is truncated")])
+def test_a_bad_frame_in_a_png_folder_is_refused_up_front(cine: dict, tmp_path: Path, capsys, no_model, fault: str,
+                                                         wanted: str) -> None:
+    folder = tmp_path / "frames"
+    shutil.copytree(cine["folder"], folder)
+    bad = folder / "frame003.png"
+    if fault == "16-bit":
+        Image.fromarray(np.asarray(Image.open(bad)).astype(np.uint16) * 256).save(bad)
+    else:
+        bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    _refused_up_front([folder, "--support", f"0:{cine['m0']}"], tmp_path / "out", capsys, wanted)
+
+
+# -- smaller faults (issue 20, point 9) ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["separate", "attached"])
+def test_a_negative_support_index_is_out_of_range_not_a_usage_error(cine: dict, tmp_path: Path, capsys, no_model,
+                                                                    form: str) -> None:
+    spec = f"-1:{cine['m0']}"
+    args = ["--support", spec] if form == "separate" else [f"--support={spec}"]
+    _refused_up_front([cine["npy"], *args], tmp_path / "out", capsys, "frame -1 is out of range",
+                      "the cine has 5 frames (0..4)")
+
+
+def test_float_support_keys_are_refused_not_truncated(cine: dict) -> None:
+    from XRayVOSLib.errors import InputError
+    from XRayVOSLib.methods import make_method
+
+    frames, labels = np.load(cine["npy"]), cine["labels"]
+    method = make_method(RunSettings(method="copy"))
+    with pytest.raises(InputError, match=r"support frame 0\.5: a frame index must be an integer, got float"):
+        method.propagate(frames, {0: labels[0], 0.5: labels[4]})  # int(0.5) == 0 once merged the two silently
+    with pytest.raises(InputError, match="got bool"):
+        method.propagate(frames, {True: labels[0]})
+    out = method.propagate(frames, {np.int64(0): labels[0], 4: labels[4]})  # numpy integers are integers
+    assert np.array_equal(out[4], labels[4])
+
+
+def test_a_mid_run_error_is_printed_below_the_progress_bar_not_on_it(phantom_dir: Path, tmp_path: Path) -> None:
+    """Frame 5 of the real phantom has a corrupt JPEG stream (its SOI overwritten): flow decodes it mid-run,
+    with the bar drawn. The error is a line of its own, the bar closed first; nothing is written."""
+    from pydicom import dcmread
+    from pydicom.encaps import parse_basic_offsets, parse_fragments
+
+    source = phantom_dir / "IM8.dcm"
+    element = dcmread(source, defer_size="4 KB").get_item("PixelData", keep_deferred=True)
+    with open(source, "rb") as handle:
+        handle.seek(element.value_tell)
+        parse_basic_offsets(handle)
+        _, offsets = parse_fragments(handle)
+    data = bytearray(source.read_bytes())
+    data[offsets[5] + 8:offsets[5] + 72] = bytes(64)  # after the item tag and length: FFD8 ... gone
+    corrupt = tmp_path / "corrupt.dcm"
+    corrupt.write_bytes(bytes(data))
+    mask = np.zeros((512, 512), np.uint8)
+    mask[240:272, 100:400] = 1
+    write_mask(tmp_path / "m0.png", mask)
+    proc = subprocess.run(
+        [sys.executable, "-m", "XRayVOSLib", "propagate", str(corrupt), "--support", f"0:{tmp_path / 'm0.png'}",
+         "--out", str(tmp_path / "out"), "--method", "flow"],
+        capture_output=True, text=True, env={**os.environ, **ONE_THREAD_ENV}, timeout=120,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "propagate:" in proc.stderr and "frame" in proc.stderr  # the bar was drawn
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0].startswith("xrayvos propagate: error: "), proc.stderr
+    assert "corrupt pixel data in frame 5" in errors[0]
+    assert not (tmp_path / "out").exists()
 
 
 def test_info_describes_the_model(tmp_path: Path, capsys) -> None:

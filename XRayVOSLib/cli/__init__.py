@@ -1,6 +1,7 @@
 """`xrayvos` command line: one module per subcommand, each with `register(subparsers)`.
 
-Errors that are the user's (XRayVOSError) exit with status 2 and a one-line message on stderr.
+Errors that are the user's (XRayVOSError) and OS errors (an unwritable folder, a full disk) exit with status 2
+and a one-line message on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ SUBCOMMANDS: dict[str, str] = {
     "train": "XRayVOSLib.cli.train_cmd",
     "finetune": "XRayVOSLib.cli.finetune_cmd",
     "info": "XRayVOSLib.cli.info_cmd",
+    "export-seg": "XRayVOSLib.cli.export_seg_cmd",
 }
 
 
@@ -46,8 +48,31 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
+# Options whose value may start with "-" ("--support -1:m.png"): argparse would take such a value for an
+# option and stop with "expected one argument", so it is attached as "--support=-1:m.png" before parsing.
+DASH_VALUE_OPTIONS = ("--support",)
+
+
+def attach_dash_values(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    rest = iter(argv)
+    for arg in rest:
+        if arg == "--":
+            out += [arg, *rest]
+            break
+        if arg in DASH_VALUE_OPTIONS:
+            value = next(rest, None)
+            if value is not None and value.startswith("-") and not value.startswith("--") and value != "-":
+                out.append(f"{arg}={value}")
+                continue
+            out += [arg] if value is None else [arg, value]
+            continue
+        out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = attach_dash_values(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -56,7 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except XRayVOSError as exc:
-        print(f"xrayvos {args.command}: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).splitlines())  # one line, even where a library's reason has several
+        print(f"xrayvos {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # raised outside the writers' checks; the one-line form, as for bad input
+        from XRayVOSLib.outputs import describe_os_error
+
+        print(f"xrayvos {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"xrayvos {args.command}: cancelled", file=sys.stderr)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from XRayVOSLib.errors import InputError
+from XRayVOSLib.outputs import check_file_target, write_json_atomic
 
 COLUMNS = (("J", "J"), ("F", "F"), ("J&F", "J&F"), ("dice", "Dice"), ("hd95", "HD95"))
 
@@ -56,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     from XRayVOSLib.evaluation.runner import evaluate_folders
     from XRayVOSLib.metrics.aggregate import jsonable
 
+    if args.json:  # before scoring: an unwritable --json must not cost the whole evaluation
+        check_file_target(args.json, "--json")
     summary = evaluate_folders(
         args.gt_root, args.pred_root, supports=args.supports, categories=args.categories,
         spacing=parse_spacing(args.spacing),
@@ -63,8 +65,7 @@ def run(args: argparse.Namespace) -> int:
     extra = ("hd95_mm",) if args.spacing else ()
     print(format_table("video", summary_rows(summary), extra))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(jsonable(summary), indent=1))
+        write_json_atomic(Path(args.json).expanduser(), jsonable(summary))
         print(f"wrote {args.json}")
     return 0
 

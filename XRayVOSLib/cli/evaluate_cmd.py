@@ -11,6 +11,17 @@ from XRayVOSLib.errors import InputError
 from XRayVOSLib.settings import METHODS
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (`--videos 0` would run nothing, `--videos=-1` drop a video)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
+    return value
+
+
 def method_rows(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return [(name, {**r["dataset"], "fps": r["fps"]}) for name, r in results["methods"].items()]
 
@@ -53,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
     parser.add_argument("--out", metavar="DIR", help="write results.json, results.csv and PNG plots here")
     add_settings_options(parser, method=False, fusion=True)
-    parser.add_argument("--videos", type=int, metavar="N", help="only the first N videos (sorted by name)")
+    parser.add_argument("--videos", type=positive_int, metavar="N", help="only the first N videos (sorted by name)")
     parser.add_argument("--categories", metavar="FILE.json", help='{"video": {"object id": "seen"|"unseen"}}')
     parser.add_argument("--spacing", metavar="MM", help="pixel spacing for HD95 in mm: 'S' or 'ROW,COL'")
     parser.add_argument("--save-masks", action="store_true", help="also write OUT/masks/<method>/<video>/%%05d.png")

@@ -1,16 +1,21 @@
 """`xrayvos propagate INPUT --support T:MASK ... --out OUT_DIR`: segment every frame of one cine.
 
 Output
-    OUT_DIR/%05d.png   one DAVIS palette label map per input frame (object ids as in the support masks),
-                       written as frames finish (network methods), so memory stays bounded on long cines.
-    OUT_DIR/run.json   written last, atomically: input, frames, height, width, objects, supports, settings
-                       (RunSettings.to_dict, device resolved), model ("untrained", a path, or null for the
-                       baselines), model_trained, seconds, fps (non-support frames / seconds), peak_memory_mb,
-                       xrayvos_version.
-A stale OUT_DIR/run.json is deleted at the start, so run.json exists only after a complete run.
+    OUT_DIR/%05d.png   one DAVIS palette label map per input frame (object ids as in the support masks, 1..255;
+                       a larger id is refused before anything runs), written as frames finish (network
+                       methods), so memory stays bounded on long cines.
+    OUT_DIR/run.json   input, frames, height, width, objects, supports, settings (RunSettings.to_dict, device
+                       resolved), model ("untrained", a path, or null for the baselines), model_trained,
+                       seconds, fps (non-support frames / seconds), peak_memory_mb, xrayvos_version.
 
-Cancelling: Ctrl-C (SIGINT) or SIGTERM stops within one frame and exits 130. PNGs finished so far
-stay in OUT_DIR; run.json is not written, which is how a caller tells a partial run from a complete one.
+OUT_DIR is owned by the run (XRayVOSLib.outputs.OutputFolder): it must be new, empty, or an earlier result
+of `propagate` (run.json and %05d.png only), which is replaced completely; anything else is refused, as is
+an OUT_DIR holding the input or a support mask. A second run into OUT_DIR while one writes is refused (a
+lock). Every output location is checked before the cine is read; the frames are written into a staging
+folder beside OUT_DIR that takes its place only when the run has finished, so a failed or cancelled run
+(full disk, Ctrl-C) leaves OUT_DIR exactly as it was and never a mix of two runs.
+
+Cancelling: Ctrl-C (SIGINT) or SIGTERM stops within one frame and exits 130; nothing of the run is kept.
 
 --progress-json (for scripts and the Slicer module): stdout carries only the JSON event lines of
 XRayVOSLib/events.py ("started" with method, frames, supports, device; "progress"; then "done" with out,
@@ -21,7 +26,6 @@ untrained model) go to stderr. Exit codes: events.EXIT_CODES.
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import threading
@@ -36,8 +40,13 @@ from XRayVOSLib import __version__
 from XRayVOSLib.cli.settings_options import add_settings_options, settings_from_args
 from XRayVOSLib.errors import CancelledError, InputError, XRayVOSError
 from XRayVOSLib.events import EXIT_CANCELLED, emit
+from XRayVOSLib.outputs import OutputFolder, ResultKind, describe_os_error, write_json_atomic
+from XRayVOSLib.propagation.validate import check_cine, check_supports
 from XRayVOSLib.runtime import cancel_on_signals, peak_memory_mb
 from XRayVOSLib.settings import RunSettings
+
+# An earlier result of `propagate`, which a new run into the same folder replaces (and nothing else).
+PROPAGATE_RESULT = ResultKind("run.json", ("xrayvos_version", "frames", "supports", "settings"), (r"\d{5,}\.png",))
 
 
 def parse_support(text: str) -> tuple[int, Path]:
@@ -53,7 +62,8 @@ def parse_support(text: str) -> tuple[int, Path]:
 
 
 def load_supports(specs: list[str], num_frames: int, frame_shape: tuple[int, int]) -> tuple[dict, list[dict]]:
-    """Read and check every --support; returns ({t: labels}, run.json records)."""
+    """Read and check every --support (as every method will: propagation.validate); returns ({t: labels},
+    run.json records)."""
     from XRayVOSLib.io import check_mask, read_mask
 
     supports: dict[int, np.ndarray] = {}
@@ -66,6 +76,10 @@ def load_supports(specs: list[str], num_frames: int, frame_shape: tuple[int, int
         if t in supports:
             raise InputError(f"--support {spec!r}: frame {t} is given twice")
         labels = check_mask(read_mask(path), frame_shape, path)
+        try:
+            check_supports({t: labels}, num_frames, frame_shape)
+        except InputError as exc:
+            raise InputError(f"--support {spec!r}: {exc}") from None
         supports[t] = labels
         ids = sorted(int(v) for v in np.unique(labels) if v != 0)
         records.append({"frame": t, "mask": str(path.resolve()), "objects": ids})
@@ -128,6 +142,11 @@ def propagate_to_folder(method: Any, frames: Any, supports: dict, out_dir: Path,
 def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
+    except OSError as exc:  # one not raised as an OutputError by the writers: still one line, never a traceback
+        error = XRayVOSError(describe_os_error(exc))
+        if args.progress_json:
+            emit("error", message=str(error))
+        raise error from None
     except XRayVOSError as exc:
         if args.progress_json and not isinstance(exc, CancelledError):
             emit("error", message=str(exc))
@@ -138,68 +157,75 @@ def _run(args: argparse.Namespace) -> int:
     from XRayVOSLib.io import read_cine
 
     started = time.perf_counter()
-    out_dir = Path(args.out).expanduser()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--out {out_dir}: exists and is not a folder")
     settings = settings_from_args(args)  # bad settings fail before the cine is read
-    cine = read_cine(args.input)
-    num_frames, height, width = (int(s) for s in cine.frames.shape)
-    supports, support_records = load_supports(args.support, num_frames, (height, width))
-    cancel = threading.Event()
-    with cancel_on_signals(cancel) as caught:
-        method, fields = build_method(settings, args.model)
-        if fields["device"].startswith("cuda"):
-            import torch
-
-            torch.cuda.reset_peak_memory_stats()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        run_json = out_dir / "run.json"
-        run_json.unlink(missing_ok=True)  # a stale run.json would make a partial run look complete
-        progress = _Progress(bar=not args.quiet and not args.progress_json, json_lines=args.progress_json)
-        if args.progress_json:
-            emit("started", method=settings.method, frames=num_frames, supports=sorted(supports),
-                 device=fields["device"])
-        t0 = time.perf_counter()
-        try:
-            if cancel.is_set():
-                raise CancelledError("cancelled before propagation started")
-            written = propagate_to_folder(method, cine.frames, supports, out_dir, progress, cancel)
-        except (CancelledError, KeyboardInterrupt):
-            progress.close()
-            signum = caught[0] if caught else signal.SIGINT
+    masks = [parse_support(spec)[1] for spec in args.support]
+    # Claimed (checked and locked) before any input is read, so a second run into OUT is refused at once.
+    with OutputFolder(args.out, PROPAGATE_RESULT, "--out", protect=[Path(args.input).expanduser(), *masks]) as out:
+        cine = read_cine(args.input)
+        check_cine(cine.frames, name=str(cine.path))
+        num_frames, height, width = (int(s) for s in cine.frames.shape)
+        supports, support_records = load_supports(args.support, num_frames, (height, width))
+        cancel = threading.Event()
+        with cancel_on_signals(cancel) as caught:
+            method, fields = build_method(settings, args.model)
+            progress = _Progress(bar=not args.quiet and not args.progress_json, json_lines=args.progress_json)
             if args.progress_json:
-                emit("cancelled", done=progress.done, total=progress.total)
-            print(f"xrayvos propagate: cancelled ({signal.Signals(signum).name}) after {progress.done}/"
-                  f"{progress.total} frames; {out_dir} holds partial PNGs and no run.json", file=sys.stderr)
-            return EXIT_CANCELLED
-        seconds = time.perf_counter() - t0
-        progress.close()
-    predicted = num_frames - len(supports)
-    record = {
-        "input": str(Path(args.input).expanduser().resolve()),
-        "frames": num_frames,
-        "height": height,
-        "width": width,
-        "objects": sorted({i for r in support_records for i in r["objects"]}),
-        "supports": support_records,
-        **fields,
-        "settings": {**settings.to_dict(), "device": fields["device"]},
-        "seconds": round(seconds, 3),
-        "total_seconds": round(time.perf_counter() - started, 3),  # + reading the cine, loading the model
-        "fps": round(predicted / seconds, 3) if seconds > 0 else None,
-        "peak_memory_mb": _round(peak_memory_mb(fields["device"])),
-        "xrayvos_version": __version__,
-    }
-    assert written == num_frames, f"wrote {written} of {num_frames} frames"
-    tmp = run_json.with_name("run.json.partial")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    tmp.replace(run_json)  # atomic: run.json is either absent or complete
+                emit("started", method=settings.method, frames=num_frames, supports=sorted(supports),
+                     device=fields["device"])
+            try:
+                seconds = _propagate(method, cine.frames, supports, out.stage(), progress, cancel, fields)
+            except (CancelledError, KeyboardInterrupt):
+                _report_cancel(args, progress, caught, out.path)
+                return EXIT_CANCELLED
+        record = {
+            "input": str(Path(args.input).expanduser().resolve()),
+            "frames": num_frames, "height": height, "width": width,
+            "objects": sorted({i for r in support_records for i in r["objects"]}),
+            "supports": support_records,
+            **fields,
+            "settings": {**settings.to_dict(), "device": fields["device"]},
+            "seconds": round(seconds, 3),
+            "total_seconds": round(time.perf_counter() - started, 3),  # + reading the cine, loading the model
+            "fps": round((num_frames - len(supports)) / seconds, 3) if seconds > 0 else None,
+            "peak_memory_mb": _round(peak_memory_mb(fields["device"])),
+            "xrayvos_version": __version__,
+        }
+        write_json_atomic(out.stage() / "run.json", record)  # last: a result folder always has a complete one
+        out.commit()
     if args.progress_json:
-        emit("done", out=str(out_dir), run_json=str(run_json), frames=num_frames, seconds=record["seconds"],
-             fps=record["fps"])
+        emit("done", out=str(out.path), run_json=str(out.path / "run.json"), frames=num_frames,
+             seconds=record["seconds"], fps=record["fps"])
     elif not args.quiet:
-        print(f"wrote {num_frames} masks and run.json to {out_dir} ({record['fps']} frames/s, {settings.method})")
+        print(f"wrote {num_frames} masks and run.json to {out.path} ({record['fps']} frames/s, {settings.method})")
     return 0
+
+
+def _propagate(method: Any, frames: Any, supports: dict, staging: Path, progress: _Progress,
+               cancel: threading.Event, fields: dict) -> float:
+    """Seconds spent propagating into the staging folder. The bar is closed however this ends, so an error
+    message never lands on it."""
+    if fields["device"].startswith("cuda"):
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    try:
+        if cancel.is_set():
+            raise CancelledError("cancelled before propagation started")
+        written = propagate_to_folder(method, frames, supports, staging, progress, cancel)
+    finally:
+        progress.close()
+    if written != len(frames):
+        raise RuntimeError(f"wrote {written} of {len(frames)} frames")
+    return time.perf_counter() - t0
+
+
+def _report_cancel(args: argparse.Namespace, progress: _Progress, caught: list[int], out: Path) -> None:
+    signum = caught[0] if caught else signal.SIGINT
+    if args.progress_json:
+        emit("cancelled", done=progress.done, total=progress.total)
+    print(f"xrayvos propagate: cancelled ({signal.Signals(signum).name}) after {progress.done}/{progress.total} "
+          f"frames; {out} is unchanged (nothing of this run was kept)", file=sys.stderr)
 
 
 def _round(value: float | None) -> float | None:

@@ -12,15 +12,19 @@ Support frames (given, so never scored):
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from XRayVOSLib import __version__
 from XRayVOSLib.errors import InputError
 from XRayVOSLib.metrics.aggregate import (
     VOID_LABEL,
@@ -32,6 +36,7 @@ from XRayVOSLib.metrics.aggregate import (
     summarize,
 )
 from XRayVOSLib.metrics.distance import Spacing
+from XRayVOSLib.outputs import OutputFolder, ResultKind, write_json_atomic, write_text_atomic
 from XRayVOSLib.settings import RunSettings
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -68,11 +73,14 @@ def read_frames(folder: str | Path) -> np.ndarray:
         raise InputError(f"{folder}: frame number(s) {gaps[:20]} are missing; frames must be 0..T-1")
     images = []
     for t in range(len(files)):
-        with Image.open(files[t]) as img:
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                images.append(np.asarray(img).astype(np.uint16))
-            else:
-                images.append(np.asarray(img.convert("L")))
+        try:
+            with Image.open(files[t]) as img:
+                if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                    images.append(np.asarray(img).astype(np.uint16))
+                else:
+                    images.append(np.asarray(img.convert("L")))
+        except (OSError, SyntaxError) as exc:  # PIL: unreadable or truncated
+            raise InputError(f"{files[t]}: not a readable frame image ({exc})") from None
     shapes = {im.shape for im in images}
     if len(shapes) > 1:
         raise InputError(f"{folder}: frames differ in size: {sorted(shapes)}")
@@ -143,6 +151,27 @@ def _resolve_supports(supports: str | Path | Mapping[str, list[int]]) -> str | M
     return load_support_frames(supports)
 
 
+# An earlier result of `evaluate --out`, which a new run into the same folder replaces (and nothing else).
+EVALUATE_RESULT = ResultKind(
+    "results.json", ("data_root", "methods", "videos", "settings"),
+    (r"results\.csv", r"j_curve_.+\.png", r"worst_.+\.png", r"masks/[^/]+/[^/]+/\d{5,}\.png"),
+)
+
+
+def select_videos(names: list[str], videos: int | Sequence[str] | None, gt_root: Path) -> list[str]:
+    """The videos to run: all, the first N (N >= 1), or those named."""
+    if isinstance(videos, bool) or (isinstance(videos, int) and videos < 1):
+        raise InputError(f"videos: {videos!r} is not a number of videos >= 1")
+    if isinstance(videos, int):
+        return names[:videos]
+    if videos is None:
+        return names
+    unknown = sorted(set(videos) - set(names))
+    if unknown:
+        raise InputError(f"{gt_root}: no video(s) {', '.join(unknown)}")
+    return [v for v in names if v in set(videos)]
+
+
 def evaluate_methods(
     data_root: str | Path,
     methods: Sequence[str],
@@ -162,34 +191,78 @@ def evaluate_methods(
 
     Returns the results dict that is also written to OUT/results.json. With out_dir: results.json,
     results.csv, j_curve_<video>.png, worst_<method>.png (when matplotlib is installed), and with
-    save_masks the predictions as OUT/masks/<method>/<video>/%05d.png. Every method runs with `settings`
-    (default: RunSettings.from_model(model)) but its own `method`. spacing (mm/pixel) adds HD95 in mm; without it, a
+    save_masks the predictions as OUT/masks/<method>/<video>/%05d.png. out_dir is checked and locked before
+    anything runs and replaced only when everything is written (XRayVOSLib.outputs.OutputFolder): it must
+    be new, empty or an earlier evaluate result. Every method runs with `settings` (default:
+    RunSettings.from_model(model)) but its own `method`. spacing (mm/pixel) adds HD95 in mm; without it, a
     DATA/meta.json with per-video spacing (synthetic data sets) is used when present.
     """
+    data_root = Path(data_root)
+    names = select_videos(list_videos(data_root / "Annotations"), videos, data_root / "Annotations")
+    protect = [data_root] + [Path(x) for x in (supports, categories) if isinstance(x, (str, Path))]
+    with contextlib.ExitStack() as stack:
+        out = None if out_dir is None else stack.enter_context(OutputFolder(out_dir, EVALUATE_RESULT, "--out",
+                                                                            protect))
+        support_rule = _resolve_supports(supports)
+        cats = load_categories(categories) if isinstance(categories, (str, Path)) else categories
+        settings = settings or RunSettings.from_model(model)
+        masks_dir = out.stage() / "masks" if out is not None and save_masks else None
+        run = _run_methods(data_root, names, methods, support_rule, settings, model, masks_dir,
+                           spacing, log or (lambda message: None))
+        results: dict[str, Any] = {
+            "data_root": str(data_root),
+            "supports": str(supports) if isinstance(supports, (str, Path)) else "mapping",
+            "support_frames": run.support_frames,
+            "videos": names,
+            "settings": settings.to_dict(),
+            "model": None if model is None else str(model),
+            "methods": {name: run.summary(name, cats) for name in methods},
+            "xrayvos_version": __version__,
+        }
+        if out is not None:
+            staging = out.stage()
+            write_csv(staging / "results.csv", results)
+            written = _write_plots(staging, results, run.worst, data_root, log or (lambda m: None)) if plots else []
+            results["plots"] = [str(out.path / Path(p).name) for p in written]
+            write_json_atomic(staging / "results.json", jsonable(results))
+            out.commit()
+    return results
+
+
+@dataclass
+class _MethodRuns:
+    """What running every method on every video gathered, for the summary and the plots."""
+
+    methods: Sequence[str]
+    scores: dict[str, list[ObjectScores]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    predicted: dict[str, int] = field(default_factory=dict)
+    worst: dict[str, tuple[float, str, np.ndarray]] = field(default_factory=dict)  # method -> (J&F, video, pred)
+    support_frames: dict[str, list[int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in self.methods:
+            self.scores[name], self.seconds[name], self.predicted[name] = [], 0.0, 0
+
+    def summary(self, name: str, cats: Any) -> dict[str, Any]:
+        summary = summarize(self.scores[name], cats)
+        summary["per_frame_J"] = per_frame(self.scores[name], "J")
+        summary["seconds"] = self.seconds[name]
+        summary["fps"] = self.predicted[name] / self.seconds[name] if self.seconds[name] > 0 else float("nan")
+        summary["worst_video"] = self.worst[name][1] if name in self.worst else None
+        return summary
+
+
+def _run_methods(data_root: Path, names: list[str], methods: Sequence[str], support_rule: Any,
+                 settings: RunSettings, model: str | Path | None, masks_dir: Path | None, spacing: Spacing,
+                 log: LogFn) -> _MethodRuns:
+    from XRayVOSLib.io import write_mask_sequence
     from XRayVOSLib.methods import make_method
 
-    data_root = Path(data_root)
     frames_root, gt_root = data_root / "JPEGImages", data_root / "Annotations"
-    names = list_videos(gt_root)
-    if isinstance(videos, int):
-        names = names[:videos]
-    elif videos is not None:
-        unknown = sorted(set(videos) - set(names))
-        if unknown:
-            raise InputError(f"{gt_root}: no video(s) {', '.join(unknown)}")
-        names = [v for v in names if v in set(videos)]
-    support_rule = _resolve_supports(supports)
-    cats = load_categories(categories) if isinstance(categories, (str, Path)) else categories
-    log = log or (lambda message: None)
     spacings = dataset_spacing(data_root) if spacing is None else {}
-    settings = settings or RunSettings.from_model(model)
     runners = {name: make_method(settings.replace(method=name), model) for name in methods}
-
-    scores: dict[str, list[ObjectScores]] = {m: [] for m in methods}
-    seconds = {m: 0.0 for m in methods}
-    num_predicted = {m: 0 for m in methods}
-    worst: dict[str, tuple[float, str, np.ndarray]] = {}  # method -> (J&F, video, prediction)
-    support_frames: dict[str, list[int]] = {}
+    run = _MethodRuns(methods)
     for video in names:
         frames = read_frames(frames_root / video)
         gt = read_annotations(gt_root / video)
@@ -200,55 +273,31 @@ def evaluate_methods(
         missing = [t for t in chosen if t not in gt]
         if missing:
             raise InputError(f"video {video}: support frame(s) {missing} have no annotation to start from")
-        support_frames[video] = chosen
+        run.support_frames[video] = chosen
         given = {t: np.where(gt[t] == VOID_LABEL, 0, gt[t]) for t in chosen}  # ids > 255 rejected downstream
         for name, method in runners.items():
             start = time.perf_counter()
             pred = method.propagate(frames, given)
-            seconds[name] += time.perf_counter() - start
-            num_predicted[name] += len(frames)
+            run.seconds[name] += time.perf_counter() - start
+            run.predicted[name] += len(frames)
             video_scores = score_video(video, pred, gt, chosen, spacing=spacings.get(video, spacing))
-            scores[name].extend(video_scores)
+            run.scores[name].extend(video_scores)
             jf = float(np.nanmean([o.JF.mean() for o in video_scores if len(o.frames)] or [np.nan]))
             log(f"{name:>8s}  {video}: J&F {jf:.3f}")
-            if name not in worst or (np.isfinite(jf) and not jf >= worst[name][0]):
-                worst[name] = (jf, video, pred)
-            if save_masks and out_dir is not None:
-                from XRayVOSLib.io import write_mask_sequence
-
-                write_mask_sequence(Path(out_dir) / "masks" / name / video, pred)
-
-    results: dict[str, Any] = {
-        "data_root": str(data_root),
-        "supports": str(supports) if isinstance(supports, (str, Path)) else "mapping",
-        "support_frames": support_frames,
-        "videos": names,
-        "settings": settings.to_dict(),
-        "model": None if model is None else str(model),
-        "methods": {},
-    }
-    for name in methods:
-        summary = summarize(scores[name], cats)
-        summary["per_frame_J"] = per_frame(scores[name], "J")
-        summary["seconds"] = seconds[name]
-        summary["fps"] = num_predicted[name] / seconds[name] if seconds[name] > 0 else float("nan")
-        summary["worst_video"] = worst[name][1] if name in worst else None
-        results["methods"][name] = summary
-
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        write_csv(out / "results.csv", results)
-        results["plots"] = _write_plots(out, results, worst, frames_root, gt_root, log) if plots else []
-        (out / "results.json").write_text(json.dumps(jsonable(results), indent=1))
-    return results
+            if name not in run.worst or (np.isfinite(jf) and not jf >= run.worst[name][0]):
+                run.worst[name] = (jf, video, pred)
+            if masks_dir is not None:
+                write_mask_sequence(masks_dir / name / video, pred)
+    return run
 
 
 def _write_plots(
-    out: Path, results: dict[str, Any], worst: dict[str, tuple[float, str, np.ndarray]],
-    frames_root: Path, gt_root: Path, log: LogFn,
+    out: Path, results: dict[str, Any], worst: dict[str, tuple[float, str, np.ndarray]], data_root: Path,
+    log: LogFn,
 ) -> list[str]:
     from XRayVOSLib.evaluation import plots
+
+    frames_root, gt_root = data_root / "JPEGImages", data_root / "Annotations"
 
     if not plots.available():
         log("plots skipped: matplotlib is not installed (pip install 'xrayvos[plots]')")
@@ -277,13 +326,14 @@ def write_csv(path: str | Path, results: dict[str, Any]) -> None:
     """One row per method x video x object; empty cells for undefined values (NaN)."""
     with_mm = any("hd95_mm" in o for r in results["methods"].values() for o in r["objects"])
     columns = CSV_COLUMNS + (("hd95_mm",) if with_mm else ())
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(columns)
-        for name, summary in results["methods"].items():
-            for row in summary["objects"]:
-                values = jsonable({**row, "method": name})
-                writer.writerow(["" if values.get(c) is None else values.get(c) for c in columns])
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(columns)
+    for name, summary in results["methods"].items():
+        for row in summary["objects"]:
+            values = jsonable({**row, "method": name})
+            writer.writerow(["" if values.get(c) is None else values.get(c) for c in columns])
+    write_text_atomic(path, text.getvalue(), durable=False)
 
 
 def evaluate_folders(

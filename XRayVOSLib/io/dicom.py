@@ -76,13 +76,51 @@ def read_header(path: Path) -> Dataset:
     """Every element but the (deferred, never loaded) pixel data and other large values."""
     forced = not is_dicom_file(path)  # old preamble-less files that still say .dcm
     try:
-        ds = pydicom.dcmread(path, defer_size="4 KB", force=forced)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(path, defer_size="4 KB", force=forced)
         # A forced read "succeeds" on any bytes; a real dataset names its SOP class or image size.
         if forced and not any(k in ds for k in ("SOPClassUID", "Rows", "PixelData")):
             raise InvalidDicomError("no DICM preamble and no DICOM elements")
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise InputError(f"{path}: not a DICOM file ({exc})") from exc
+    for warning in caught:
+        # pydicom reads what it can of a cut file and only warns; the missing rest must not pass for
+        # "no pixel data".
+        if str(warning.message).startswith("End of file reached"):
+            raise InputError(f"{path}: the file is truncated (it ends inside a DICOM element, e.g. the pixel "
+                             "data); copy it again")
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    _check_file_length(ds, path)
     return ds
+
+
+def _check_file_length(ds: Dataset, path: Path) -> None:
+    """A defined-length pixel value that runs past the end of the file (pydicom defers it without looking)."""
+    if "PixelData" not in ds:
+        return
+    raw = ds.get_item("PixelData", keep_deferred=True)
+    tell, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
+    if tell is None or not length or length == 0xFFFFFFFF:
+        return
+    size = path.stat().st_size
+    if tell + length > size:
+        raise InputError(f"{path}: the file is truncated: its pixel data needs {length} bytes but only "
+                         f"{max(size - tell, 0)} are in the file; copy it again")
+
+
+def frame_count(ds: Dataset, path: Path) -> int:
+    """NumberOfFrames as a positive integer (1 where absent), or InputError quoting the value."""
+    value = ds.get("NumberOfFrames", None)
+    if value in (None, ""):
+        return 1
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{path}: NumberOfFrames {str(value)!r} is not a whole number") from None
+    if n < 1:
+        raise InputError(f"{path}: NumberOfFrames is {n}; a cine needs at least 1")
+    return n
 
 
 def _find(ds: Dataset, keyword: str) -> object | None:
@@ -252,30 +290,58 @@ def _require_pixels(ds: Dataset, path: Path) -> None:
         raise InputError(f"{path}: DICOM has no pixel data (no image in this file; e.g. a report or DICOMDIR)")
 
 
-def _check_native_length(ds: Dataset, ts: UID, n: int, path: Path) -> None:
-    """Catch truncated uncompressed pixel data at open, not at the last frame."""
-    if ts.is_compressed:
-        return
+def check_frames_present(ds: Dataset, ts: UID, n: int, path: Path) -> None:
+    """The pixel data must hold the n frames the header claims: checked at open (no frame is decoded), so a
+    short file is refused before any output exists rather than failing at its first missing frame."""
     raw = ds.get_item("PixelData", keep_deferred=True)
-    length = raw.length if getattr(raw, "value", None) is None else len(raw.value)
-    bits = int(ds.get("BitsAllocated", 8))
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    expected = (int(ds.Rows) * int(ds.Columns) * samples * n * bits + 7) // 8
-    if length < expected:
-        raise InputError(f"{path}: corrupt pixel data: {length} bytes where {n} frames need {expected}")
+    if ts.is_encapsulated:
+        present = _encapsulated_frames(ds, raw, n, path)
+    else:
+        length = raw.length if getattr(raw, "value", None) is None else len(raw.value)
+        bits = int(ds.get("BitsAllocated", 8))
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        frame_bits = int(ds.Rows) * int(ds.Columns) * samples * bits
+        present = min(n, length * 8 // frame_bits) if frame_bits else 0
+    if present < n:
+        raise InputError(f"{path}: the header says {n} frames but the pixel data holds only {present}; "
+                         "the file is cut short or its NumberOfFrames is wrong")
+
+
+def _encapsulated_frames(ds: Dataset, raw: object, n: int, path: Path) -> int:
+    """How many frames compressed pixel data holds, from its item headers only (pydicom.encaps). The
+    offset table has one entry per frame; without one, each frame needs at least one fragment."""
+    from io import BytesIO
+
+    from pydicom.encaps import parse_basic_offsets, parse_fragments
+
+    value = getattr(raw, "value", None)
+    try:
+        with open(path, "rb") if value is None else BytesIO(value) as handle:
+            if value is None:
+                handle.seek(raw.value_tell)  # type: ignore[attr-defined]
+            offsets = parse_basic_offsets(handle)
+            fragments, _ = parse_fragments(handle)
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(f"{path}: corrupt compressed pixel data ({exc})") from None
+    if "ExtendedOffsetTable" in ds:
+        return min(n, len(ds.ExtendedOffsetTable) // 8, fragments)
+    if offsets:
+        return min(n, len(offsets), fragments)
+    return min(n, fragments)
 
 
 def decode_error(path: Path, index: int, exc: Exception) -> InputError:
-    return InputError(f"{path}: corrupt pixel data in frame {index} ({type(exc).__name__}: {exc})")
+    reason = " ".join(str(exc).split())  # pydicom lists each plugin's failure on its own line: keep one line
+    return InputError(f"{path}: corrupt pixel data in frame {index} ({type(exc).__name__}: {reason})")
 
 
 def read_multiframe(path: Path) -> Cine:
     ds = read_header(path)
     _require_pixels(ds, path)
-    n = int(ds.get("NumberOfFrames", 1) or 1)
+    n = frame_count(ds, path)
     require_frames(n, path)
     ts = check_decoder(ds, path)
-    _check_native_length(ds, ts, n, path)
+    check_frames_present(ds, ts, n, path)
     values = PixelValues(ds, path)
     if values.colour:
         warn_colour(path)

@@ -15,10 +15,13 @@ from ..errors import InputError
 from .dicom import (
     PixelValues,
     check_decoder,
+    check_frames_present,
     decode_error,
     dicom_spacing,
     dicom_tags,
+    frame_count,
     frame_times,
+    is_dicom_file,
     looks_dicom,
     read_header,
     read_multiframe,
@@ -46,6 +49,28 @@ def _acquired_at(ds: Dataset) -> float | None:
     return None
 
 
+_LAYOUT = ("BitsAllocated", "BitsStored", "PixelRepresentation", "SamplesPerPixel", "PhotometricInterpretation")
+
+
+def _check_frame_headers(headers: list[tuple[Path, Dataset]]) -> dict[Path, object]:
+    """Every file's header against the first (size, bit depth, pixel layout) and its pixel data against its
+    length, before any frame is decoded; returns each file's transfer syntax."""
+    first_path, first = headers[0]
+    layout = [first.get(k) for k in _LAYOUT]
+    syntaxes = {}
+    shape = (int(first.Rows), int(first.Columns))
+    for p, ds in headers:
+        if (int(ds.Rows), int(ds.Columns)) != shape:
+            raise InputError(f"{p}: frame is {ds.Columns}x{ds.Rows} but {first_path.name} is {shape[1]}x{shape[0]}")
+        for key, wanted in zip(_LAYOUT, layout):
+            if ds.get(key) != wanted:
+                raise InputError(f"{p}: {key} is {ds.get(key)} but {first_path.name} has {wanted}; "
+                                 "every frame of a cine must have the same size and pixel format")
+        syntaxes[p] = check_decoder(ds, p)
+        check_frames_present(ds, syntaxes[p], 1, p)
+    return syntaxes
+
+
 def read_folder(folder: Path) -> Cine:
     """A folder of single-frame DICOMs of one series, in InstanceNumber order (else acquisition time)."""
     headers: list[tuple[Path, Dataset]] = []
@@ -54,6 +79,8 @@ def read_folder(folder: Path) -> Cine:
             try:
                 ds = read_header(p)
             except InputError:
+                if is_dicom_file(p):
+                    raise  # a DICOM frame that cannot be read (e.g. truncated) is not skipped
                 continue  # a stray non-DICOM file beside the frames
             if "PixelData" in ds and "Rows" in ds:  # skip DICOMDIR, reports, presentation states
                 headers.append((p, ds))
@@ -62,7 +89,7 @@ def read_folder(folder: Path) -> Cine:
     series = {str(ds.get("SeriesInstanceUID", "")) for _, ds in headers}
     if len(series) > 1:
         raise InputError(f"{folder}: folder mixes {len(series)} series; put one series per folder")
-    multi = [p for p, ds in headers if int(ds.get("NumberOfFrames", 1) or 1) > 1]
+    multi = [p for p, ds in headers if frame_count(ds, p) > 1]
     if multi:
         if len(headers) == 1:
             return read_multiframe(multi[0])
@@ -86,11 +113,8 @@ def read_folder(folder: Path) -> Cine:
     stamps = [stamps[i] for i in order]
 
     first_path, first = headers[0]
+    syntaxes = _check_frame_headers(headers)
     shape = (int(first.Rows), int(first.Columns))
-    for p, ds in headers:
-        if (int(ds.Rows), int(ds.Columns)) != shape:
-            raise InputError(f"{p}: frame is {ds.Columns}x{ds.Rows} but {first_path.name} is {shape[1]}x{shape[0]}")
-    syntaxes = {p: check_decoder(ds, p) for p, ds in headers}
     values = PixelValues(first, first_path)
     if values.colour:
         warn_colour(folder)

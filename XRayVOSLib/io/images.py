@@ -53,6 +53,32 @@ def load_image(path: Path) -> tuple[np.ndarray, bool]:
         raise InputError(f"{path}: not a readable image ({exc})") from exc
 
 
+def _check_frame_file(path: Path, first: str, shape: tuple[int, ...], mode: str) -> None:
+    """Size, pixel mode and completeness of one frame file before the run, so a misfit or cut frame is refused
+    before any output exists rather than mid-run. A PNG is checked by PIL's verify (every chunk's CRC, no
+    decompression); other formats have no such check in PIL (JPEG's verify reads nothing), so they are
+    decoded once and dropped."""
+    try:
+        with Image.open(path) as im:
+            size, this_mode = im.size, im.mode
+            if im.format == "PNG":
+                im.verify()
+            else:
+                im.load()
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        problem = "is truncated" if "truncated" in str(exc).lower() else "is not a readable image"
+        raise InputError(f"{path}: frame {problem} ({exc})") from exc
+    if size != (shape[1], shape[0]):
+        raise InputError(f"{path}: frame is {size[0]}x{size[1]} but {first} is {shape[1]}x{shape[0]}")
+    if _depth(this_mode) != _depth(mode):
+        raise InputError(f"{path}: frame is {_depth(this_mode)} (mode {this_mode}) but {first} is {_depth(mode)} "
+                         f"(mode {mode}); use one bit depth for every frame")
+
+
+def _depth(mode: str) -> str:
+    return "16-bit grey" if _GREY_MODES.get(mode) is np.uint16 else "8-bit"
+
+
 def read_image_folder(folder: Path) -> Cine:
     """Frames in natural file-name order (frame2 before frame10), read one file per access."""
     files = sorted(
@@ -70,14 +96,10 @@ def read_image_folder(folder: Path) -> Cine:
     if colour:
         warn_colour(folder)
     shape, dtype = first.shape, first.dtype
-    for p in files[1:]:  # headers only (no decode), so a misfit frame fails here rather than mid-run
-        try:
-            with Image.open(p) as im:
-                size = im.size
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-            raise InputError(f"{p}: not a readable image ({exc})") from exc
-        if size != (shape[1], shape[0]):
-            raise InputError(f"{p}: frame is {size[0]}x{size[1]} but {files[0].name} is {shape[1]}x{shape[0]}")
+    with Image.open(files[0]) as im:
+        mode = im.mode
+    for p in files[1:]:
+        _check_frame_file(p, files[0].name, shape, mode)
 
     def read_frame(i: int) -> np.ndarray:
         arr, is_colour = (first, colour) if i == 0 else load_image(files[i])

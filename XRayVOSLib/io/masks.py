@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import InputError
+from ..outputs import atomic_open, atomic_path
 
 
 def _davis_palette() -> bytes:
@@ -125,27 +126,31 @@ def write_mask(path: str | Path, labels: Any, *, palette: bool = True) -> Path:
     """Write a label map; the format follows the suffix (.png, .npy, .npz, .nrrd, .nii[.gz]).
 
     A .png is a DAVIS palette PNG (mode "P") by default, an 8-bit grey PNG with palette=False, and a
-    16-bit grey PNG whenever an id exceeds 255 (a palette has 256 entries).
+    16-bit grey PNG whenever an id exceeds 255 (a palette has 256 entries). Written atomically
+    (XRayVOSLib.outputs): a failed write (full disk) leaves the old file or none, never a partial one.
     """
     path = Path(path)
     arr = _as_labels(labels, path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     name = path.name.lower()
     if name.endswith(".png"):
+        image = Image.fromarray(arr)  # "L" for uint8, "I;16" for uint16
         if arr.dtype == np.uint8 and palette:
-            image = Image.fromarray(arr)  # "L", turned into "P" with the same values by putpalette
-            image.putpalette(DAVIS_PALETTE)
-        else:
-            image = Image.fromarray(arr)  # "L" for uint8, "I;16" for uint16
-        image.save(path, optimize=False)
+            image.putpalette(DAVIS_PALETTE)  # "L" becomes "P" with the same values
+        with atomic_open(path) as handle:
+            image.save(handle, format="PNG", optimize=False)
     elif name.endswith(".npy"):
-        np.save(path, arr)
+        with atomic_open(path) as handle:
+            np.save(handle, arr, allow_pickle=False)
     elif name.endswith(".npz"):
-        np.savez_compressed(path, labels=arr)
-    elif name.endswith((".nrrd", ".nhdr", ".nii", ".nii.gz")):
+        with atomic_open(path) as handle:
+            np.savez_compressed(handle, labels=arr)
+    elif name.endswith(".nhdr"):  # header and data in two files: no single rename makes both appear
+        raise InputError(f"mask {path}: a detached NRRD header is read but not written; write .nrrd")
+    elif name.endswith((".nrrd", ".nii", ".nii.gz")):
         import SimpleITK as sitk
 
-        sitk.WriteImage(sitk.GetImageFromArray(arr), str(path), useCompression=True)
+        with atomic_path(path) as tmp:  # SimpleITK writes by name only
+            sitk.WriteImage(sitk.GetImageFromArray(arr), str(tmp), useCompression=True)
     else:
         raise InputError(f"mask {path} has an unknown suffix; expected one of {', '.join(MASK_SUFFIXES)}")
     return path

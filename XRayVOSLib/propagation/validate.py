@@ -8,6 +8,9 @@ import numpy as np
 
 from XRayVOSLib.errors import InputError
 
+# Results are uint8 label maps (palette PNGs, the worker's labels.npy, Slicer's labelmaps): ids 1..255.
+MAX_OBJECT_ID = 255
+
 
 def check_frames(frames: np.ndarray, name: str = "frames") -> np.ndarray:
     """Return frames as an ndarray [T, H, W]; raise InputError naming the problem otherwise."""
@@ -35,8 +38,11 @@ def check_supports(
         raise InputError("supports: at least one support frame with a mask is needed")
     checked: dict[int, np.ndarray] = {}
     object_ids: set[int] = set()
-    for t, labels in supports.items():
-        t = int(t)
+    for key, labels in supports.items():
+        # int(0.5) would be 0 and silently merge two supports: a frame index must be an integer already.
+        if isinstance(key, bool) or not isinstance(key, (int, np.integer)):
+            raise InputError(f"support frame {key!r}: a frame index must be an integer, got {type(key).__name__}")
+        t = int(key)
         if not 0 <= t < num_frames:
             raise InputError(f"support frame {t}: out of range for a cine of {num_frames} frames (0-based)")
         labels = np.asarray(labels)
@@ -58,8 +64,9 @@ def check_supports(
         ids = set(int(v) for v in np.unique(labels)) - {0}
         if not ids:
             raise InputError(f"support frame {t}: mask is empty (no object labelled)")
-        if max(ids) > 255:
-            raise InputError(f"support frame {t}: object id {max(ids)} is above 255")
+        if max(ids) > MAX_OBJECT_ID:
+            raise InputError(f"support frame {t}: object id {max(ids)} is above {MAX_OBJECT_ID}; results are 8-bit "
+                             f"label maps (DAVIS palette PNGs), so number the objects 1..{MAX_OBJECT_ID}")
         object_ids |= ids
         checked[t] = labels.astype(np.uint8)
     return checked, sorted(object_ids)
