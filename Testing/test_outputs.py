@@ -319,3 +319,8 @@ def test_outputs_imports_only_the_standard_library() -> None:
             "print(bad); sys.exit(bool(bad))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_root_folder_is_never_a_result_folder() -> None:
+    with pytest.raises(OutputError, match="root cannot be a result folder"):
+        OutputFolder(Path(os.path.abspath(os.sep)), PROPAGATE_RESULT)

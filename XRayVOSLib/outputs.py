@@ -279,6 +279,8 @@ class OutputFolder:
         self.path = Path(os.path.abspath(Path(path).expanduser()))  # absolute, the last part not resolved
         self.kind, self.option, self.protect = kind, option, [Path(p) for p in protect]
         name = self.path.name
+        if not name:  # the staging folder and the lock live beside OUT, which "/" has no room for
+            raise OutputError(f"{option} {self.path}: a file system's root cannot be a result folder")
         self._lock = _Lock(self.path.with_name(f".{name}.xrayvos-lock"))
         self._sibling = re.compile(rf"\.{re.escape(name)}\.xrayvos-(new|old)-[0-9a-f]+")
         self._staging: Path | None = None
