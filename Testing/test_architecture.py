@@ -27,7 +27,8 @@ SOURCE_ROOTS = {  # folder on sys.path -> the trees under it that belong to the 
     REPO_ROOT / "XRayVOS": ("XRayVOS.py", "xrayvos_gui", "xrayvos_slicer"),
     REPO_ROOT / "tools": (".",),
 }
-TORCH_FREE = ("XRayVOSLib.settings", "XRayVOSLib.events", "XRayVOSLib.runtime", "XRayVOSLib.propagation")
+TORCH_FREE = ("XRayVOSLib.settings", "XRayVOSLib.events", "XRayVOSLib.runtime", "XRayVOSLib.outputs",
+              "XRayVOSLib.propagation")
 TORCH_MODULES = ("torch", "torchvision", "monai", "safetensors.torch")  # each imports torch when imported
 
 
