@@ -296,6 +296,26 @@ def test_cli_export_seg_of_a_propagate_run(phantom_dir: Path, tmp_path: Path) ->
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f0.png", "pred", "run_seg.dcm"]  # no temp left
 
 
+def test_propagate_dicom_seg_writes_the_result_and_refuses_other_inputs(phantom_dir: Path, tmp_path: Path) -> None:
+    """`propagate --dicom-seg` writes the same labels as the PNGs; a non-DICOM input fails before any output."""
+    source = phantom_dir / "IM2.dcm"
+    write_mask(tmp_path / "f0.png", drawn_labels(*read_cine(source).shape)[0])
+    run = [sys.executable, "-m", "XRayVOSLib", "propagate", "--support", f"0:{tmp_path / 'f0.png'}", "--method",
+           "flow", "--quiet"]
+    done = subprocess.run([*run, str(source), "--out", str(tmp_path / "pred"), "--dicom-seg",
+                           str(tmp_path / "seg.dcm")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    seg = read_dicom_seg(tmp_path / "seg.dcm", source)
+    pngs = np.stack([read_mask(p) for p in sorted((tmp_path / "pred").glob("*.png"))])
+    np.testing.assert_array_equal(seg.labels, pngs)
+    assert seg.supports == (0,)
+    np.save(tmp_path / "cine.npy", read_cine(source).frames[:])
+    done = subprocess.run([*run, str(tmp_path / "cine.npy"), "--out", str(tmp_path / "npy_pred"), "--dicom-seg",
+                           str(tmp_path / "npy_seg.dcm")], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "needs a DICOM input" in done.stderr
+    assert not (tmp_path / "npy_pred").exists() and not (tmp_path / "npy_seg.dcm").exists()
+
+
 @pytest.mark.parametrize("problem", ["no-run-json", "bad-name", "unknown-object", "png-source", "wrong-cine",
                                      "missing-png", "out-is-a-folder"])
 def test_cli_bad_input_is_one_line_exit_2(phantom_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture,

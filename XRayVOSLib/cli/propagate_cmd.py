@@ -40,13 +40,17 @@ from XRayVOSLib import __version__
 from XRayVOSLib.cli.settings_options import add_settings_options, settings_from_args
 from XRayVOSLib.errors import CancelledError, InputError, XRayVOSError
 from XRayVOSLib.events import EXIT_CANCELLED, emit
-from XRayVOSLib.outputs import OutputFolder, ResultKind, describe_os_error, write_json_atomic
+from XRayVOSLib.outputs import OutputFolder, ResultKind, check_file_target, describe_os_error, write_json_atomic
 from XRayVOSLib.propagation.validate import check_cine, check_supports
 from XRayVOSLib.runtime import cancel_on_signals, peak_memory_mb
 from XRayVOSLib.settings import RunSettings
 
 # An earlier result of `propagate`, which a new run into the same folder replaces (and nothing else).
 PROPAGATE_RESULT = ResultKind("run.json", ("xrayvos_version", "frames", "supports", "settings"), (r"\d{5,}\.png",))
+
+
+# read_cine's source kinds a DICOM SEG can reference (XRayVOSLib/seg/source.py)
+DICOM_SOURCES = ("dicom-multiframe", "dicom-folder")
 
 
 def parse_support(text: str) -> tuple[int, Path]:
@@ -159,10 +163,15 @@ def _run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     settings = settings_from_args(args)  # bad settings fail before the cine is read
     masks = [parse_support(spec)[1] for spec in args.support]
+    if args.dicom_seg:
+        check_file_target(args.dicom_seg, "--dicom-seg")
     # Claimed (checked and locked) before any input is read, so a second run into OUT is refused at once.
     with OutputFolder(args.out, PROPAGATE_RESULT, "--out", protect=[Path(args.input).expanduser(), *masks]) as out:
         cine = read_cine(args.input)
         check_cine(cine.frames, name=str(cine.path))
+        if args.dicom_seg and cine.source_kind not in DICOM_SOURCES:
+            raise InputError(f"--dicom-seg needs a DICOM input (a multi-frame file or a folder of instances); "
+                             f"{args.input} is {cine.source_kind}")
         num_frames, height, width = (int(s) for s in cine.frames.shape)
         supports, support_records = load_supports(args.support, num_frames, (height, width))
         cancel = threading.Event()
@@ -191,6 +200,10 @@ def _run(args: argparse.Namespace) -> int:
             "xrayvos_version": __version__,
         }
         write_json_atomic(out.stage() / "run.json", record)  # last: a result folder always has a complete one
+        if args.dicom_seg:  # before the commit: a run whose SEG failed leaves OUT as it was
+            from XRayVOSLib.cli.export_seg_cmd import export_run
+
+            export_run(out.stage(), args.dicom_seg, source=args.input)
         out.commit()
     if args.progress_json:
         emit("done", out=str(out.path), run_json=str(out.path / "run.json"), frames=num_frames,
@@ -248,6 +261,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="frame index and label-map mask (PNG, NRRD, NPY); repeat for several frames")
     parser.add_argument("--out", required=True, metavar="OUT_DIR", help="folder for %%05d.png masks and run.json")
     add_settings_options(parser)
+    parser.add_argument("--dicom-seg", metavar="OUT.dcm",
+                        help="also write the result as a DICOM Segmentation of the (DICOM) input")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
     parser.add_argument("--progress-json", action="store_true",
                         help="print progress as JSON lines on stdout (for scripts and the Slicer module)")
