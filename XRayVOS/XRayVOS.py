@@ -30,11 +30,13 @@ from XRayVOSLib.settings import NETWORK_METHODS
 from xrayvos_gui.module_logic import Decision, XRayVOSLogic, XRayVOSParameterNode
 from xrayvos_gui.self_test import XRayVOSTest
 from xrayvos_slicer import logic as corelogic
+from xrayvos_slicer import sequences
 from xrayvos_slicer.finetune_logic import FinetuneLogic
 
 __all__ = ["XRayVOS", "XRayVOSLogic", "XRayVOSParameterNode", "XRayVOSTest", "XRayVOSWidget"]  # Slicer runs <name>Test
 
 POLL_MS = 200
+DOCUMENTATION_URL = "https://github.com/xrayvos/XRayVOS#3d-slicer-extension"  # = EXTENSION_HOMEPAGE
 
 
 class XRayVOS(ScriptedLoadableModule):
@@ -47,9 +49,15 @@ class XRayVOS(ScriptedLoadableModule):
         self.parent.helpText = _(
             "Segment every frame of an X-ray angiography cine from one or two frames painted in the Segment Editor. "
             "Choose the cine, paint the support segmentation on a frame or two, then Propagate. The result is a "
-            "segmentation sequence synchronised with the cine.")
+            "segmentation sequence synchronised with the cine.") + self.getDefaultModuleDocumentationLink()
         self.parent.acknowledgementText = _(
             "Local-matching memory network after Xi, Ma and Zhuang, Neural Networks 2026.")
+
+    def getDefaultModuleDocumentationLink(self, docPage=None) -> str:
+        """Slicer's own points into Slicer's documentation, which has no page for an extension's module."""
+        url = docPage or DOCUMENTATION_URL
+        return "<p>" + _("For more information, see the {url_start}online documentation{url_end}.").format(
+            url_start=f'<a href="{url}">', url_end="</a>") + "</p>"
 
 
 class XRayVOSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -60,8 +68,7 @@ class XRayVOSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._run = None
-        self._observedSegmentation = None
-        self._observedBrowser = None
+        self._closed = False  # cleanup() ran: no slot may touch the GUI or restart a timer
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -71,40 +78,58 @@ class XRayVOSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = XRayVOSLogic()
 
-        self.pollTimer = qt.QTimer()
+        from xrayvos_gui.finetune_section import FinetuneSection  # Qt part of the Fine-tune section
+        from xrayvos_gui.support_section import SupportSection
+
+        self.pollTimer = qt.QTimer(uiWidget)  # parented; cleanup() stops every timer
         self.pollTimer.setInterval(POLL_MS)
         self.pollTimer.timeout.connect(self.onPoll)
-        self.supportRefreshTimer = qt.QTimer()  # debounce: painting fires many events
-        self.supportRefreshTimer.setSingleShot(True)
-        self.supportRefreshTimer.setInterval(400)
-        self.supportRefreshTimer.timeout.connect(self.refreshSupportFrames)
+        self.cineFilterTimer = qt.QTimer(uiWidget)  # debounce: loading a scene adds many nodes
+        self.cineFilterTimer.setSingleShot(True)
+        self.cineFilterTimer.setInterval(0)
+        self.cineFilterTimer.timeout.connect(self.updateCineSelector)
+        self.supports = SupportSection(self.ui, self.logic, uiWidget, self.setStatus, lambda: self._run is not None)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeAddedEvent, self.onNodeAdded)
         self.ui.loadCineButton.clicked.connect(self.onLoadCine)
         self.ui.editSupportButton.clicked.connect(self.onEditSupport)
-        self.ui.useCurrentFrameButton.clicked.connect(self.onUseCurrentFrame)
-        self.ui.supportFramesList.itemDoubleClicked.connect(self.onSupportFrameDoubleClicked)
         self.ui.propagateButton.clicked.connect(self.onPropagateOrCancel)
         self.ui.modelPathLineEdit.currentPathChanged.connect(self.onModelPathChanged)
-        self.ui.modelComboBox.activated.connect(self.onModelChosen)
+        self.ui.modelComboBox.connect("activated(int)", self.onModelChosen)  # Qt 5 also has activated(QString)
         self.ui.markReviewedButton.clicked.connect(lambda: self.onMarkReviewed(current=True))
         self.ui.markAllReviewedButton.clicked.connect(lambda: self.onMarkReviewed(current=False))
-
-        from xrayvos_gui.finetune_section import FinetuneSection  # Qt part of the Fine-tune section
 
         settingsDir = os.path.dirname(slicer.app.slicerUserSettingsFilePath)  # per user, survives upgrades
         self.finetuneLogic = FinetuneLogic(models_dir=os.environ.get("XRAYVOS_MODELS_DIR")
                                            or os.path.join(settingsDir, "XRayVOS", "models"))
         self.logic.configure_finetune(self.finetuneLogic)
-        self.finetune = FinetuneSection(self.ui, self.finetuneLogic, self.refreshModels)
+        self.finetune = FinetuneSection(self.ui, self.finetuneLogic, self.refreshModels, uiWidget)
         self.refreshModels()
+        self.updateCineSelector()
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
-        self.cancelRun()
-        self.finetune.cancel()
+        """On exit and before Reload: stop every timer first, so nothing below can restart one."""
+        self._closed = True
+        for timer in (self.pollTimer, self.cineFilterTimer):
+            timer.stop()
+        self.supports.close()
+        self.finetune.close()
+        if self._run is not None:
+            self.logic.cancel(self._run)
+            self._run = None
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
         self.removeObservers()
+
+    def onReload(self) -> None:
+        """Slicer re-executes this file only: forget the module's packages so their edits are picked up too."""
+        from xrayvos_slicer.reloading import forget_own_modules
+
+        forget_own_modules()
+        ScriptedLoadableModuleWidget.onReload(self)
 
     def enter(self) -> None:
         self.initializeParameterNode()
@@ -123,6 +148,16 @@ class XRayVOSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.parent.isEntered:
             self.initializeParameterNode()
         self.finetune.refreshCases()
+
+    def onNodeAdded(self, caller, event) -> None:
+        if not self._closed:
+            self.cineFilterTimer.start()
+
+    def updateCineSelector(self) -> None:
+        """Supports, results and other non-image sequences are no cine: keep them out of the cine selector."""
+        if not self._closed:
+            self.ui.inputCineSelector.sortFilterProxyModel().hiddenNodeIDs = sequences.non_cine_sequence_ids(
+                slicer.mrmlScene)
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
@@ -143,6 +178,8 @@ class XRayVOSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -- GUI state -------------------------------------------------------------------------------------------
     def updateGUIFromParameterNode(self, caller=None, event=None) -> None:
+        if self._closed:
+            return
         p = self._parameterNode
         running = self._run is not None
         ready = bool(p and p.inputCine and p.supportSegmentation)
@@ -159,70 +196,11 @@ class XRayVOSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modelComboBox.setCurrentIndex(self.ui.modelComboBox.findData(p.modelPath))
         self.ui.markReviewedButton.enabled = self.ui.markAllReviewedButton.enabled = bool(p and p.supportSegmentation)
         network = bool(p) and p.method in NETWORK_METHODS  # the baselines have no model, window nor decision
-        for widget in (self.ui.windowSpinBox, self.ui.memoryEverySpinBox, self.ui.modelPathLineEdit,
+        for widget in (self.ui.windowComboBox, self.ui.memoryEverySpinBox, self.ui.modelPathLineEdit,
                        self.ui.deviceComboBox, self.ui.modelComboBox, self.ui.decisionComboBox):
             widget.enabled = network
         self.ui.thresholdSpinBox.enabled = network and p.decision == Decision.THRESHOLD
-        self.observeSupport()
-        self.supportRefreshTimer.start()
-
-    def observeSupport(self) -> None:
-        """Follow the support segmentation (segments added, painting) and the browser (frame changes)."""
-        p = self._parameterNode
-        segmentation = p.supportSegmentation if p else None
-        browser = None
-        if p and p.inputCine and segmentation:
-            try:
-                browser = self.logic.resolve_cine(p.inputCine)[0]
-                self.logic.support_sequence(browser, segmentation)  # records painting per frame from now on
-            except Exception as exc:
-                self.setStatus(str(exc), error=True)
-                segmentation = browser = None
-        if segmentation is not self._observedSegmentation:
-            if self._observedSegmentation is not None:
-                for event in (slicer.vtkSegmentation.SegmentAdded, slicer.vtkSegmentation.SegmentRemoved):
-                    self.removeObserver(self._observedSegmentation, event, self.onSegmentsChanged)
-                self.removeObserver(self._observedSegmentation, slicer.vtkSegmentation.SourceRepresentationModified,
-                                    self.onSupportModified)
-            if segmentation is not None:
-                for event in (slicer.vtkSegmentation.SegmentAdded, slicer.vtkSegmentation.SegmentRemoved):
-                    self.addObserver(segmentation, event, self.onSegmentsChanged)
-                self.addObserver(segmentation, slicer.vtkSegmentation.SourceRepresentationModified,
-                                 self.onSupportModified)
-            self._observedSegmentation = segmentation
-        if browser is not self._observedBrowser:
-            if self._observedBrowser is not None:
-                self.removeObserver(self._observedBrowser, vtk.vtkCommand.ModifiedEvent, self.onSupportModified)
-            if browser is not None:
-                self.addObserver(browser, vtk.vtkCommand.ModifiedEvent, self.onSupportModified)
-            self._observedBrowser = browser
-
-    def onSegmentsChanged(self, caller, event) -> None:
-        qt.QTimer.singleShot(0, self.syncSegments)  # after the Segment Editor (or a frame change) has finished
-
-    def syncSegments(self) -> None:
-        p = self._parameterNode
-        if p and p.inputCine and p.supportSegmentation and self._run is None:
-            self.logic.sync_support_segments(p.inputCine, p.supportSegmentation)
-
-    def onSupportModified(self, caller=None, event=None) -> None:
-        self.supportRefreshTimer.start()
-
-    def refreshSupportFrames(self) -> None:
-        self.ui.supportFramesList.clear()
-        p = self._parameterNode
-        if not (p and p.inputCine and p.supportSegmentation) or self._observedBrowser is None:
-            return
-        browser = self._observedBrowser
-        cine = browser.GetMasterSequenceNode()
-        for t in self.logic.support_frames(browser, p.supportSegmentation):
-            unit = cine.GetIndexUnit()
-            item = qt.QListWidgetItem(_("Frame {frame} ({value} {unit})").format(
-                frame=t, value=cine.GetNthIndexValue(t), unit=unit).replace(" )", ")"))
-            item.setData(qt.Qt.UserRole, t)
-            self.ui.supportFramesList.addItem(item)
-        current = browser.GetSelectedItemNumber()
-        self.ui.useCurrentFrameButton.text = _("Use current frame ({frame}) as support").format(frame=current)
+        self.supports.follow(p)
 
     def setStatus(self, text: str, error: bool = False) -> None:
         self.ui.statusLabel.text = text
@@ -234,40 +212,35 @@ class XRayVOSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                               _("Cines (*.dcm *.nrrd *.nii *.nii.gz *.npy *.mp4 *.avi);;All files (*)"))
         if not path:
             return
-        with slicer.util.tryWithErrorDisplay(_("Failed to load the cine."), waitCursor=True):
-            from xrayvos_slicer import dependencies
+        from xrayvos_slicer import dependencies
 
+        with slicer.util.tryWithErrorDisplay(_("Failed to load the cine."), waitCursor=True):
             video = path.lower().endswith((".mp4", ".avi", ".mov", ".mkv"))
-            dependencies.ensure_for("flow", confirm=True, read_files=True, video=video)
+            try:
+                dependencies.ensure_for("flow", confirm=True, read_files=True, video=video)
+            except dependencies.RestartNeeded as exc:  # e.g. Slicer 5.10 imported pydicom 2.4.4 at start-up
+                if slicer.util.confirmYesNoDisplay(str(exc) + "\n\n" + _("Restart Slicer now?")):
+                    slicer.util.restart()
+                return
             browser = self.logic.load_cine(path)
+            cine = browser.GetMasterSequenceNode()
             self._parameterNode.inputCine = browser
             slicer.modules.sequences.showSequenceBrowser(browser)
-            slicer.util.setSliceViewerLayers(background=browser.GetProxyNode(browser.GetMasterSequenceNode()), fit=True)
-            self.setStatus(_("Loaded {name}: {n} frames").format(
-                name=browser.GetName(), n=browser.GetMasterSequenceNode().GetNumberOfDataNodes()))
+            slicer.util.setSliceViewerLayers(background=browser.GetProxyNode(cine), fit=True)
+            self.setStatus(_("Loaded {name}: {n} frames").format(name=browser.GetName(),
+                                                                 n=cine.GetNumberOfDataNodes()))
 
     def onEditSupport(self) -> None:
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Cannot open the Segment Editor."), waitCursor=True):
             browser, cine = self.logic.resolve_cine(p.inputCine)
-            segmentation = p.supportSegmentation or self.logic.support_segmentation(browser)
+            # A new support if none is chosen; the one chosen if it is a support (a plain one was offered a copy).
+            segmentation = self.logic.support_segmentation(p.inputCine, p.supportSegmentation)
             p.supportSegmentation = segmentation
-            self.logic.support_sequence(browser, segmentation)
             slicer.util.selectModule("SegmentEditor")
             editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
             editor.setSegmentationNode(segmentation)
             editor.setSourceVolumeNode(browser.GetProxyNode(cine))
-
-    def onUseCurrentFrame(self) -> None:
-        p = self._parameterNode
-        with slicer.util.tryWithErrorDisplay(_("Cannot use this frame as support."), waitCursor=True):
-            frame = self.logic.use_frame_as_support(p.inputCine, p.supportSegmentation)
-            self.setStatus(_("Frame {frame} is a support frame").format(frame=frame))
-        self.refreshSupportFrames()
-
-    def onSupportFrameDoubleClicked(self, item) -> None:
-        if self._observedBrowser is not None:
-            self._observedBrowser.SetSelectedItemNumber(int(item.data(qt.Qt.UserRole)))
 
     def onModelPathChanged(self, path: str) -> None:
         self.selectModel(path)
@@ -296,7 +269,7 @@ class XRayVOSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onMarkReviewed(self, current: bool) -> None:
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Cannot mark the result as reviewed."), waitCursor=True):
-            frames = [self._observedBrowser.GetSelectedItemNumber()] if current and self._observedBrowser else None
+            frames = [self.logic.current_frame(p.inputCine)] if current else None
             reviewed = self.finetuneLogic.mark_reviewed(p.supportSegmentation, frames)
             self.setStatus(_("Reviewed result frames (fine-tuning labels): {frames}").format(
                 frames=", ".join(map(str, reviewed))))
@@ -326,7 +299,7 @@ class XRayVOSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onPoll(self) -> None:
         run = self._run
-        if run is None:
+        if run is None or self._closed:
             self.pollTimer.stop()
             return
         state = self.logic.poll(run)
@@ -339,6 +312,7 @@ class XRayVOSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self.pollTimer.stop()
         self._run = None
+        self.updateCineSelector()
         if state == corelogic.DONE:
             self.setStatus(_("Done in {s:.1f} s: {name} ({n} frames)").format(
                 s=run.seconds or 0.0, name=run.result.GetName(), n=run.result.GetNumberOfDataNodes()))

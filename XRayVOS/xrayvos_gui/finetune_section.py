@@ -21,10 +21,11 @@ POLL_MS = 250
 class FinetuneSection:
     """Fills the case list and model combo boxes, starts / polls / cancels a fine-tune."""
 
-    def __init__(self, ui, logic: FL.FinetuneLogic, on_models_changed: Callable[[], None]) -> None:
+    def __init__(self, ui, logic: FL.FinetuneLogic, on_models_changed: Callable[[], None], parent) -> None:
         self.ui, self.logic, self.on_models_changed = ui, logic, on_models_changed
         self.run: FL.FinetuneRun | None = None
-        self.timer = qt.QTimer()
+        self._closed = False
+        self.timer = qt.QTimer(parent)  # parented; close() stops it
         self.timer.setInterval(POLL_MS)
         self.timer.timeout.connect(self.onPoll)
         for combo, items in ((ui.finetuneDeviceComboBox, ("auto", "cpu", "cuda")),
@@ -111,7 +112,7 @@ class FinetuneSection:
 
     def onPoll(self) -> None:
         run = self.run
-        if run is None:
+        if run is None or self._closed:
             self.timer.stop()
             return
         try:
@@ -144,6 +145,14 @@ class FinetuneSection:
         elif state == FL.FAILED:
             self.setStatus(_("Fine-tuning failed:") + "\n" + run.error, error=True)
         self.updateButtons()
+
+    def close(self) -> None:
+        """Module cleanup and Reload: stop the timer and any fine-tune; nothing is scheduled afterwards."""
+        self._closed = True
+        self.timer.stop()
+        if self.run is not None:
+            self.logic.cancel(self.run)
+            self.run = None
 
     def cancel(self) -> None:
         if self.run is not None:

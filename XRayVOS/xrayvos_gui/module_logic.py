@@ -21,6 +21,7 @@ from xrayvos_slicer import logic as corelogic
 from xrayvos_slicer.finetune_logic import FinetuneLogic
 
 DEFAULTS = RunSettings()  # the shipped pipeline's values; a model's own come from RunSettings.from_model
+WINDOW_CHOICES = list(range(1, 64, 2))  # RunSettings.validate takes odd windows only: offer no other
 
 
 class Decision(enum.Enum):
@@ -40,7 +41,7 @@ class XRayVOSParameterNode:
     supportSegmentation: vtkMRMLSegmentationNode
     method: Annotated[str, Choice(["local", "global", "flow"])] = DEFAULTS.method
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = DEFAULTS.device
-    window: Annotated[int, WithinRange(1, 63)] = DEFAULTS.window
+    window: Annotated[int, Choice(WINDOW_CHOICES)] = DEFAULTS.window
     memoryEvery: Annotated[int, WithinRange(1, 100)] = DEFAULTS.memory_every
     decision: Decision = Decision(DEFAULTS.decision)  # set from the chosen model (applyModelDefaults)
     threshold: Annotated[float, WithinRange(0.01, 0.99)] = DEFAULTS.threshold  # used with Decision.THRESHOLD only

@@ -11,6 +11,7 @@
     training_cases  reviewed cases from the scene -> a DAVIS folder for fine-tuning
     finetune_logic  FinetuneLogic: checks, the background `xrayvos finetune`, installing the model
     dependencies    first-use installation of torch and the other Python packages (needs real Slicer)
+    reloading       developer Reload: the module's packages leave sys.modules
 
 Import the submodules themselves (`from xrayvos_slicer.logic import XRayVOSLogic`): the package imports
 nothing, so `import xrayvos_slicer.worker_process` does not pull the MRML libraries in.

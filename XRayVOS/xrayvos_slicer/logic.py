@@ -110,7 +110,7 @@ class XRayVOSLogic:
         """frames [T, H, W], frame_times in s, spacing (row, column) mm -> a volume sequence and its browser."""
         return sequences.add_cine_sequence(self.scene, frames, frame_times, spacing, name)
 
-    def resolve_cine(self, cine) -> tuple[Any, Any]:
+    def resolve_cine(self, cine) -> tuple["slicer.vtkMRMLSequenceBrowserNode", "slicer.vtkMRMLSequenceNode"]:
         """(browser, cine sequence) from a browser, a volume sequence or a proxy volume."""
         browser, sequence = sequences.resolve_cine(self.scene, cine)
         sequences.check_cine(sequence)
@@ -121,25 +121,33 @@ class XRayVOSLogic:
 
     # -- supports --------------------------------------------------------------------------------------------
     def support_sequence(self, cine, support=None) -> Any:
-        """The support segmentation sequence. `support`: the segmentation node painted in the Segment Editor
-        (made a sequence on first use), its sequence, or None for a new segmentation named after the cine."""
+        """The support segmentation sequence of the cine. `support`: a support segmentation (the proxy painted
+        in the Segment Editor) or its sequence; any other segmentation is copied into a new support sequence
+        at the frame shown (once; the original is left as it is); None: a new, empty support."""
         browser, sequence = self.resolve_cine(cine)
-        if support is None:
-            support = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode",
-                                                   self.scene.GenerateUniqueName(f"{sequence.GetName()} support"))
-            support.CreateDefaultDisplayNodes()
-        if support.IsA("vtkMRMLSequenceNode"):
+        if support is not None and support.IsA("vtkMRMLSequenceNode"):
             if not browser.IsSynchronizedSequenceNodeID(support.GetID(), False):
                 raise ValueError(f"{support.GetName()!r} is not synchronised with {browser.GetName()!r}")
+            own = sequences.cine_of(browser, support)
+            if own.GetID() != sequence.GetID():
+                raise ValueError(f"{support.GetName()!r} belongs to cine {own.GetName()!r}, "
+                                 f"not to {sequence.GetName()!r}")
             return support
-        if not support.IsA("vtkMRMLSegmentationNode"):
+        if support is not None and not support.IsA("vtkMRMLSegmentationNode"):
             raise ValueError(f"{support.GetName()!r} is not a segmentation")
-        return supports.ensure_support_sequence(self.scene, browser, support)
+        return supports.ensure_support_sequence(self.scene, browser, sequence, support)
 
     def support_segmentation(self, cine, support=None) -> Any:
         """The proxy segmentation node of the support sequence (the node to select in the Segment Editor)."""
         browser, _ = self.resolve_cine(cine)
         return browser.GetProxyNode(self.support_sequence(cine, support))
+
+    def existing_support(self, cine, segmentation) -> Any:
+        """The support sequence `segmentation` is the proxy of, or was copied into; None for a segmentation
+        never used as a support of this cine (support_sequence would copy it: the widget asks first)."""
+        browser, sequence = self.resolve_cine(cine)
+        found = supports.find_support_sequence(browser, segmentation)
+        return found if found is not None else supports.find_copy(browser, sequence, segmentation)
 
     def set_support(self, cine, frame: int, labels: np.ndarray, support=None, names: Mapping[int, str] | None = None,
                     colors: Mapping[int, Sequence[float]] | None = None) -> Any:
@@ -161,12 +169,14 @@ class XRayVOSLogic:
         supports.sync_segments(browser, self.support_sequence(cine, support))
 
     def use_frame_as_support(self, cine, support, frame: int | None = None) -> int:
-        """Make `frame` (default: the current one) a support frame. If nothing is painted there but an earlier
+        """Make `frame` (default: the one shown) a support frame. If nothing is painted there but an earlier
         result exists, the result at that frame is copied in, ready to be corrected in the Segment Editor."""
         browser, cine_sequence = self.resolve_cine(cine)
         sequence = self.support_sequence(cine, support)
-        frame = browser.GetSelectedItemNumber() if frame is None else int(frame)
-        browser.SetSelectedItemNumber(frame)
+        frame = sequences.current_frame(browser, cine_sequence) if frame is None else int(frame)
+        if frame < 0:
+            raise ValueError(f"the browser shows no frame of {cine_sequence.GetName()!r}")
+        sequences.show_frame(browser, cine_sequence, frame)
         if frame in supports.support_frames(browser, sequence):
             return frame
         result = results.find_result_sequence(browser, sequence)
@@ -177,6 +187,15 @@ class XRayVOSLogic:
         names = {k + 1: first.GetSegment(sid).GetName() for k, sid in enumerate(ids)}
         supports.paint_frame(browser, sequence, frame, labels[frame], names)
         return frame
+
+    def current_frame(self, cine) -> int:
+        """The frame of the cine the browser shows (-1: none; a biplane browser's master may have more)."""
+        browser, cine_sequence = self.resolve_cine(cine)
+        return sequences.current_frame(browser, cine_sequence)
+
+    def show_frame(self, cine, frame: int) -> None:
+        browser, cine_sequence = self.resolve_cine(cine)
+        sequences.show_frame(browser, cine_sequence, int(frame))
 
     # -- propagation -----------------------------------------------------------------------------------------
     @staticmethod

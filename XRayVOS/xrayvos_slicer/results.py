@@ -15,8 +15,8 @@ import numpy as np
 import slicer
 
 from . import segments as S
-from .sequences import (CINE_REFERENCE, ROLE_ATTRIBUTE, SUPPORT_REFERENCE, frame_index, new_sequence_like,
-                        synchronized_sequences)
+from .sequences import (CINE_REFERENCE, ROLE_ATTRIBUTE, SUPPORT_REFERENCE, cine_of, frame_index,
+                        new_sequence_like, synchronise_own_frames_only, synchronized_sequences)
 
 ROLE = "result"
 REVIEWED_ATTRIBUTE = "XRayVOS.ReviewedFrames"  # result frames the user accepted as labels (see training_cases)
@@ -52,9 +52,9 @@ def write_result(scene: "slicer.vtkMRMLScene", browser: "slicer.vtkMRMLSequenceB
     """labels [T, H, W] (value k = infos[k-1]) -> the result sequence, created or replaced in place.
 
     `originals` maps support frames to the segmentations painted there (see snapshot_supports); those
-    frames are stored as painted, whatever `labels` holds.
+    frames are stored as painted, whatever `labels` holds. The result belongs to the support's cine.
     """
-    cine = browser.GetMasterSequenceNode()
+    cine = cine_of(browser, support)
     labels = np.asarray(labels)
     if labels.ndim != 3 or labels.shape[0] != cine.GetNumberOfDataNodes():
         raise ValueError(f"result of shape {labels.shape} does not fit a cine of {cine.GetNumberOfDataNodes()} frames")
@@ -101,6 +101,7 @@ def write_result(scene: "slicer.vtkMRMLScene", browser: "slicer.vtkMRMLSequenceB
         if sequence.GetStorageNode() is None:
             sequence.AddDefaultStorageNode()
         browser.AddSynchronizedSequenceNode(sequence)
+        synchronise_own_frames_only(browser, sequence)
         browser.SetOverwriteProxyName(sequence, True)
         browser.SetSaveChanges(sequence, False)  # corrections belong in the support, not the result
     _refresh_proxy(browser, sequence)
@@ -110,13 +111,15 @@ def write_result(scene: "slicer.vtkMRMLScene", browser: "slicer.vtkMRMLSequenceB
 def _refresh_proxy(browser: "slicer.vtkMRMLSequenceBrowserNode", sequence: "slicer.vtkMRMLSequenceNode") -> None:
     """Make the proxy show the new content at the current frame and mark it as a result."""
     current = browser.GetSelectedItemNumber()
-    cine = browser.GetMasterSequenceNode()
+    master = browser.GetMasterSequenceNode()  # the browser's index value is the master's
     proxy = browser.GetProxyNode(sequence)
     if proxy is None or current < 0:
         return
-    item = sequence.GetDataNodeAtValue(cine.GetNthIndexValue(current), True)
+    item = sequence.GetDataNodeAtValue(master.GetNthIndexValue(current), True)
     if item is not None:
         proxy.GetSegmentation().DeepCopy(item.GetSegmentation())
+    else:  # no frame of this cine at the master's (see synchronise_own_frames_only)
+        proxy.GetSegmentation().RemoveAllSegments()
     proxy.SetAttribute(ROLE_ATTRIBUTE, ROLE)
     if proxy.GetDisplayNode() is None:
         proxy.CreateDefaultDisplayNodes()
@@ -124,8 +127,9 @@ def _refresh_proxy(browser: "slicer.vtkMRMLSequenceBrowserNode", sequence: "slic
 
 def result_labelmaps(browser: "slicer.vtkMRMLSequenceBrowserNode", sequence: "slicer.vtkMRMLSequenceNode",
                      segment_ids: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
-    """([T, H, W] uint8 label maps in cine frame order, segment IDs by label value) from any segmentation sequence."""
-    cine = browser.GetMasterSequenceNode()
+    """([T, H, W] uint8 label maps in frame order of the sequence's cine, segment IDs by label value) from a
+    support or result sequence."""
+    cine = cine_of(browser, sequence)
     ids = list(segment_ids) if segment_ids is not None else S.segment_ids(sequence.GetNthDataNode(0))
     out = None
     for item_number in range(sequence.GetNumberOfDataNodes()):

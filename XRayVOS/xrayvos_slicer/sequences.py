@@ -7,6 +7,11 @@ image folder, or DICOM without frame times) gets index name "frame" and values 0
 
 Frame geometry matches Slicer's loaders too: IJK-to-RAS = diag(-column spacing, -row spacing, 1), so
 row 0 is at the top of the axial view and column 0 at the left. A source without spacing gets 1 mm.
+
+A browser may hold more than one cine: Slicer's DICOM image-sequence plugin loads both planes of a
+biplane XA run into one browser, plane A the master. A support or result sequence belongs to one cine
+(its CINE_REFERENCE, see cine_of), and its frame t is that cine's item t, whatever the master is; the
+browser's selected item is a master item, translated by current_frame / show_frame.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ ROLE_ATTRIBUTE = "XRayVOS.Role"  # "cine", "support" or "result", on sequence no
 # Node references (kept valid when a scene is saved and reloaded, unlike IDs stored in attributes)
 CINE_REFERENCE = "xrayvosCine"  # support / result sequence -> the cine sequence
 SUPPORT_REFERENCE = "xrayvosSupport"  # result sequence -> the support sequence it was computed from
+SOURCE_REFERENCE = "xrayvosSource"  # support sequence -> the segmentation it was copied from (see supports)
+CINE_ITEM_CLASSES = ("vtkMRMLScalarVolumeNode", "vtkMRMLVectorVolumeNode")
 _VTK_TYPES = {np.dtype(np.uint8): vtk.VTK_UNSIGNED_CHAR, np.dtype(np.uint16): vtk.VTK_UNSIGNED_SHORT,
               np.dtype(np.int16): vtk.VTK_SHORT, np.dtype(np.float32): vtk.VTK_FLOAT}
 
@@ -171,7 +178,7 @@ def check_cine(sequence: "slicer.vtkMRMLSequenceNode") -> None:
     if sequence.GetNumberOfDataNodes() < 2:
         raise ValueError(f"cine {sequence.GetName()!r} has {sequence.GetNumberOfDataNodes()} frame(s); "
                          "XRayVOS needs at least 2")
-    if sequence.GetDataNodeClassName() not in ("vtkMRMLScalarVolumeNode", "vtkMRMLVectorVolumeNode"):
+    if sequence.GetDataNodeClassName() not in CINE_ITEM_CLASSES:
         raise ValueError(f"{sequence.GetName()!r} holds {sequence.GetDataNodeClassName()} items, not image frames")
 
 
@@ -201,3 +208,56 @@ def new_sequence_like(cine: "slicer.vtkMRMLSequenceNode", name: str) -> "slicer.
     sequence.SetIndexUnit(cine.GetIndexUnit())
     sequence.SetIndexType(cine.GetIndexType())
     return sequence
+
+
+def cine_of(browser: "slicer.vtkMRMLSequenceBrowserNode",
+            sequence: "slicer.vtkMRMLSequenceNode") -> "slicer.vtkMRMLSequenceNode":
+    """The cine a support or result sequence was made for; the browser's master for one made before the
+    reference existed."""
+    cine = sequence.GetNodeReference(CINE_REFERENCE)
+    return cine if cine is not None else browser.GetMasterSequenceNode()
+
+
+def current_frame(browser: "slicer.vtkMRMLSequenceBrowserNode", cine: "slicer.vtkMRMLSequenceNode") -> int:
+    """The frame of `cine` the browser shows now; -1 where `cine` has no item at the master's index value."""
+    master = browser.GetMasterSequenceNode()
+    item = browser.GetSelectedItemNumber()
+    if item < 0 or master is None or cine.GetID() == master.GetID():
+        return item
+    return cine.GetItemNumberFromIndexValue(master.GetNthIndexValue(item), True)
+
+
+def show_frame(browser: "slicer.vtkMRMLSequenceBrowserNode", cine: "slicer.vtkMRMLSequenceNode", frame: int) -> None:
+    """Make the browser show frame `frame` of `cine` (it selects the master's item at that index value)."""
+    if not 0 <= frame < cine.GetNumberOfDataNodes():
+        raise ValueError(f"frame {frame} out of range for a cine of {cine.GetNumberOfDataNodes()} frames")
+    master = browser.GetMasterSequenceNode()
+    item = frame
+    if cine.GetID() != master.GetID():
+        value = cine.GetNthIndexValue(frame)
+        item = master.GetItemNumberFromIndexValue(value, True)
+        if item < 0:
+            raise ValueError(f"frame {frame} of {cine.GetName()!r} ({cine.GetIndexName()} {value}) has no frame of "
+                             f"{master.GetName()!r}, the master of {browser.GetName()!r}, at the same index value, "
+                             "so Slicer cannot show it")
+    browser.SetSelectedItemNumber(item)
+
+
+def non_cine_sequence_ids(scene: "slicer.vtkMRMLScene") -> list[str]:
+    """Sequences that cannot be a cine: XRayVOS supports and results, and any sequence of non-image items
+    (kept out of the module's cine selector)."""
+    out = []
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSequenceNode")):
+        sequence = scene.GetNthNodeByClass(i, "vtkMRMLSequenceNode")
+        role = sequence.GetAttribute(ROLE_ATTRIBUTE)
+        if role in ("support", "result") or (sequence.GetNumberOfDataNodes()
+                                             and sequence.GetDataNodeClassName() not in CINE_ITEM_CLASSES):
+            out.append(sequence.GetID())
+    return out
+
+
+def synchronise_own_frames_only(browser: "slicer.vtkMRMLSequenceBrowserNode",
+                                sequence: "slicer.vtkMRMLSequenceNode") -> None:
+    """Where the master shows an index value the sequence lacks (plane B of a biplane browser), show it empty
+    and add no item; painting there is undone rather than recorded into another frame."""
+    browser.SetMissingItemMode(sequence, slicer.vtkMRMLSequenceBrowserNode.MissingItemSetToDefault)

@@ -23,7 +23,7 @@ import numpy as np
 import slicer
 
 from . import results, supports
-from .sequences import ROLE_ATTRIBUTE, browsers, cine_frames, synchronized_sequences
+from .sequences import ROLE_ATTRIBUTE, browsers, cine_frames, cine_of, synchronized_sequences
 
 REVIEWED_ATTRIBUTE = results.REVIEWED_ATTRIBUTE
 IMAGES, ANNOTATIONS, VALIDATION = "JPEGImages", "Annotations", "Validation"
@@ -86,7 +86,7 @@ def support_sequences(scene: "slicer.vtkMRMLScene") -> list[tuple["slicer.vtkMRM
 def collect_case(browser: "slicer.vtkMRMLSequenceBrowserNode", support: "slicer.vtkMRMLSequenceNode",
                  name: str | None = None) -> TrainingCase:
     """The case's frames and labelled frames; raises ValueError when it has none."""
-    cine = browser.GetMasterSequenceNode()
+    cine = cine_of(browser, support)
     name = name or cine.GetName()
     infos = supports.sync_segments(browser, support)
     names = [info.name for info in infos]
