@@ -275,3 +275,60 @@ def test_dependency_check_sees_what_is_installed():
     assert "safetensors>=0.4" not in dependencies.requirements_for("flow")
     assert "safetensors>=0.4" in dependencies.requirements_for("local")
     assert "av>=11" in dependencies.requirements_for("flow", read_files=True, video=True)
+
+
+def _cmake_set(name: str) -> str:
+    """The value of set(NAME "...") in the top-level CMakeLists.txt, read as the Extensions Index checker does."""
+    import re
+
+    text = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
+    found = re.findall(rf'set\s*\({name}\s*"([^"]+)"\s*\)', text, re.IGNORECASE | re.MULTILINE)
+    assert found, f"no {name} in CMakeLists.txt"
+    return found[0]
+
+
+def test_extension_index_requirements_in_the_repository():
+    """What the Extensions Index checker downloads or reads: LICENSE at the root, the icon and screenshot URLs
+    (raw files of this repository, committed), and a CMake minimum no lower than SlicerConfig.cmake's."""
+    import re
+    import tomllib
+
+    from PIL import Image
+
+    licence = (REPO / "LICENSE").read_text(encoding="utf-8")
+    assert licence.split()[:4] == ["Apache", "License", "Version", "2.0,"] and "END OF TERMS AND CONDITIONS" in licence
+    assert tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["license"] == "Apache-2.0"
+    homepage = _cmake_set("EXTENSION_HOMEPAGE")
+    owner_repo = re.match(r"https://github\.com/([^/]+/[^/#]+)", homepage).group(1)
+    raw = f"https://raw.githubusercontent.com/{owner_repo}/main/"
+    icon, *screenshots = [_cmake_set("EXTENSION_ICONURL"), *_cmake_set("EXTENSION_SCREENSHOTURLS").split()]
+    assert screenshots and all(url.startswith(raw) for url in [icon, *screenshots])
+    for url in [icon, *screenshots]:
+        with Image.open(REPO / url[len(raw):]) as image:
+            assert image.format == "PNG"
+    with Image.open(REPO / screenshots[0][len(raw):]) as shot:
+        assert shot.size[0] >= 800 and shot.size[1] >= 200
+    cmake = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
+    minimum = re.search(r"cmake_minimum_required\(VERSION (\d+(?:\.\d+)*)", cmake).group(1)
+    assert tuple(map(int, minimum.split("."))) >= (3, 20, 6)  # Slicer 5.10 / 5.12 SlicerConfig.cmake
+    assert f'DOCUMENTATION_URL = "{homepage}"' in MODULE_SCRIPT.read_text(encoding="utf-8")
+
+
+def test_the_window_control_offers_only_odd_windows():
+    from XRayVOSLib.errors import InputError
+    from XRayVOSLib.settings import RunSettings
+
+    tree = ast.parse((MODULE / "xrayvos_gui" / "module_logic.py").read_text(encoding="utf-8"))
+    value = next(n.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "WINDOW_CHOICES")
+    choices = eval(compile(ast.Expression(value), "WINDOW_CHOICES", "eval"), {"list": list, "range": range})
+    assert choices[0] == 1 and choices[-1] == 63 and all(k % 2 for k in choices)
+    for window in choices:
+        RunSettings(window=window)
+    with pytest.raises(InputError):
+        RunSettings(window=choices[0] + 1)
+    assert RunSettings().window in choices
+    annotation = ast.unparse(_parameter_annotations()["window"])
+    assert annotation == "Annotated[int, Choice(WINDOW_CHOICES)]"
+    ui = ET.parse(MODULE / "Resources" / "UI" / "XRayVOS.ui")
+    combo = next(w for w in ui.iter("widget") if w.get("name") == "windowComboBox")
+    assert combo.get("class") == "QComboBox"  # the parameter node fills it with the choices
