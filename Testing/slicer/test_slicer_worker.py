@@ -51,6 +51,15 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def test_job_refuses_segment_values_above_255_instead_of_wrapping(tmp_path, synthetic_cine):
+    """Results are uint8 label maps: a painted value 300 would wrap to 44 and silently become another object."""
+    labels = synthetic_cine.labels[0].astype(np.uint16)
+    labels[labels == labels.max()] = 300
+    with pytest.raises(ValueError, match="label value 300 is above 255"):
+        export.write_job(tmp_path / "job", synthetic_cine.frames, {0: labels}, RunSettings(method="flow"))
+    assert not (tmp_path / "job").exists()
+
+
 def test_worker_flow_reports_progress_and_writes_atomically(tmp_path, synthetic_cine):
     job = _job(tmp_path, synthetic_cine)
     worker = WorkerProcess(job)

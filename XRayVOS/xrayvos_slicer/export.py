@@ -39,6 +39,9 @@ def write_job(work_dir: Path, frames: np.ndarray, supports: Mapping[int, np.ndar
         if tuple(np.shape(labels)) != frames.shape[1:]:
             raise ValueError(f"support frame {t}: label map {np.shape(labels)} differs from the frames "
                              f"{frames.shape[1:]}")
+        if np.size(labels) and int(np.max(labels)) > 255:  # the worker's label maps are uint8: never wrap
+            raise ValueError(f"support frame {t}: segment label value {int(np.max(labels))} is above 255; "
+                             "XRayVOS results hold at most 255 segments")
     work_dir.mkdir(parents=True, exist_ok=True)
     np.save(work_dir / FRAMES_NAME, np.ascontiguousarray(frames), allow_pickle=False)
     np.savez_compressed(work_dir / SUPPORTS_NAME, **{str(int(t)): np.asarray(m, np.uint8) for t, m in supports.items()})
