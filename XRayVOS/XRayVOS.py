@@ -49,7 +49,8 @@ class XRayVOS(ScriptedLoadableModule):
         self.parent.helpText = _(
             "Segment every frame of an X-ray angiography cine from one or two frames painted in the Segment Editor. "
             "Choose the cine, paint the support segmentation on a frame or two, then Propagate. The result is a "
-            "segmentation sequence synchronised with the cine.") + self.getDefaultModuleDocumentationLink()
+            "segmentation sequence synchronised with the cine; Export to DICOM writes it as a DICOM SEG of a DICOM "
+            "cine, and Load DICOM SEG reads one back.") + self.getDefaultModuleDocumentationLink()
         self.parent.acknowledgementText = _(
             "Local-matching memory network after Xi, Ma and Zhuang, Neural Networks 2026.")
 
@@ -78,6 +79,7 @@ class XRayVOSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = XRayVOSLogic()
 
+        from xrayvos_gui.dicom_section import DicomSection  # Export to DICOM / Load DICOM SEG
         from xrayvos_gui.finetune_section import FinetuneSection  # Qt part of the Fine-tune section
         from xrayvos_gui.support_section import SupportSection
 
@@ -89,6 +91,7 @@ class XRayVOSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.cineFilterTimer.setInterval(0)
         self.cineFilterTimer.timeout.connect(self.updateCineSelector)
         self.supports = SupportSection(self.ui, self.logic, uiWidget, self.setStatus, lambda: self._run is not None)
+        self.dicom = DicomSection(self.ui, self.logic, uiWidget, self.setStatus, lambda: self._parameterNode)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -201,6 +204,7 @@ class XRayVOSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             widget.enabled = network
         self.ui.thresholdSpinBox.enabled = network and p.decision == Decision.THRESHOLD
         self.supports.follow(p)
+        self.dicom.update(p, running)
 
     def setStatus(self, text: str, error: bool = False) -> None:
         self.ui.statusLabel.text = text

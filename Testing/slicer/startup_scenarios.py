@@ -24,7 +24,8 @@ class Anything:
 
 def import_report() -> None:
     import XRayVOS
-    import xrayvos_gui.finetune_section  # noqa: F401  (the widget imports these when it is first shown)
+    import xrayvos_gui.dicom_section  # noqa: F401  (the widget imports these when it is first shown)
+    import xrayvos_gui.finetune_section  # noqa: F401
     import xrayvos_gui.support_section  # noqa: F401
 
     own = sorted(m for m in sys.modules if m.split(".")[0] in ("XRayVOSLib", "xrayvos_slicer", "xrayvos_gui"))

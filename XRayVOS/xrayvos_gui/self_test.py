@@ -4,7 +4,9 @@ It drives the module's logic (module_logic.XRayVOSLogic), never the module file 
 Its Python packages are installed (or confirmed) before anything imports them: Slicer ships no OpenCV,
 which the synthetic cine needs. The network part (local, a fixed threshold, fine-tuning) runs where
 PyTorch is installed, or with XRAYVOS_SELF_TEST_NETWORK=1, which installs it through the PyTorch
-extension first; the last message names every part that ran.
+extension first; the last message names every part that ran. The DICOM SEG part writes the synthetic cine
+as an XA file, loads it through Slicer's DICOM database (a temporary one), exports the result with Export to
+DICOM's logic and loads the SEG back.
 """
 
 import os
@@ -88,6 +90,8 @@ class XRayVOSTest(ScriptedLoadableModuleTest):
                    if n.GetAttribute("XRayVOS.Role") == "result"]
         self.assertEqual(len(results), 1, "a re-run must replace the earlier result")
         ran = methods + (["fixed threshold"] if network else [])
+        ran.append("DICOM SEG through the DICOM database" if self.dicomSegThroughTheDatabase(cine) else
+                   "DICOM SEG skipped: restart Slicer (an older pydicom was imported at start-up)")
         if network:
             self.fineTuneOnTheResult(logic, browser, support, cine)
             ran.append("fine-tune")
@@ -114,3 +118,77 @@ class XRayVOSTest(ScriptedLoadableModuleTest):
             self.assertEqual(result.GetAttribute("XRayVOS.Model"), str(path))
             labels, _names = logic.label_arrays(browser, result)
             np.testing.assert_array_equal(labels[0], cine.labels[0])
+
+    def dicomSegThroughTheDatabase(self, cine) -> bool:
+        """The cine as XA DICOM in a temporary DICOM database, loaded by Slicer's DICOMImageSequencePlugin; the
+        flow result exported as a DICOM SEG (inserted into the database) and loaded back, equal frame by frame.
+        False where the packages are installed but take effect only after a restart (Slicer 5.10's pydicom)."""
+        import tempfile
+
+        import numpy as np
+        from DICOMLib import DICOMUtils
+        from xrayvos_slicer import dependencies
+
+        self.delayDisplay("DICOM SEG: the cine through a temporary DICOM database")
+        try:
+            dependencies.ensure_for_dicom_seg(confirm=not slicer.app.testingEnabled(), install_in_testing=True)
+        except dependencies.RestartNeeded as exc:
+            self.delayDisplay(f"DICOM SEG part skipped: {exc}")
+            return False
+        import pydicom
+
+        with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as folder, DICOMUtils.TemporaryDICOMDatabase(
+                os.path.join(folder, "database")) as database:
+            os.makedirs(os.path.join(folder, "in"))
+            series = write_xa_cine(cine.frames, os.path.join(folder, "in", "cine.dcm"), cine.frame_time * 1000.0)
+            DICOMUtils.importDicom(os.path.join(folder, "in"), database)
+            loaded = DICOMUtils.loadSeriesByUID([series], enabledPluginClassNames=["DICOMImageSequencePlugin"])
+            self.assertTrue(loaded, "Slicer's DICOMImageSequencePlugin loaded nothing")
+            logic = XRayVOSLogic()
+            browser, sequence = logic.resolve_cine(slicer.mrmlScene.GetNodeByID(loaded[-1]))
+            # The frames Slicer read are the file's rows and columns (the SEG references them one to one).
+            np.testing.assert_array_equal(logic.cine_frames(browser), cine.frames)
+            names = dict(cine.object_names)
+            support = logic.set_support(browser, 0, cine.labels[0], names=names)
+            result = logic.propagate(browser, support, logic.run_settings(method="flow"), timeout=600)
+            done = logic.export_dicom_seg(browser, support, os.path.join(folder, "cine_seg.dcm"))
+            self.assertTrue(done.source.from_database and done.in_database)
+            uid = str(pydicom.dcmread(str(done.path), stop_before_pixels=True).SOPInstanceUID)
+            self.assertTrue(database.fileForInstance(uid), "the SEG is not in the DICOM database")
+            back = logic.load_dicom_seg(browser, done.path)
+            expected, expectedNames = logic.label_arrays(browser, result)
+            labels, backNames = logic.label_arrays(browser, back)
+            np.testing.assert_array_equal(labels, expected)
+            self.assertEqual((backNames, back.GetAttribute("XRayVOS.SupportFrames")), (expectedNames, "0"))
+            self.assertEqual(back.GetNumberOfDataNodes(), sequence.GetNumberOfDataNodes())
+        return True
+
+
+def write_xa_cine(frames, path: str, frame_time_ms: float) -> str:
+    """An uncompressed 8-bit X-Ray Angiographic multi-frame file of `frames` [T, H, W]; returns its series UID."""
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, XRayAngiographicImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = XRayAngiographicImageStorage, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.PatientName, ds.PatientID, ds.StudyID, ds.AccessionNumber = "XRayVOS^SelfTest", "XRAYVOS-SELFTEST", "1", ""
+    ds.StudyDate, ds.StudyTime, ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "20250101", "120000", "XA", 1, 1
+    ds.Manufacturer, ds.ImageType = "XRayVOS self-test", ["ORIGINAL", "PRIMARY", "SINGLE PLANE"]
+    for empty in ("PatientBirthDate", "PatientSex", "ReferringPhysicianName", "Laterality", "PatientOrientation",
+                  "KVP", "XRayTubeCurrent", "ExposureTime", "Exposure"):  # Type 2 / 2C of the XA IOD: present
+        setattr(ds, empty, None)
+    ds.PixelIntensityRelationship, ds.RadiationSetting, ds.PositionerMotion = "LIN", "GR", "STATIC"
+    ds.PositionerPrimaryAngle, ds.PositionerSecondaryAngle = 0, 0
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.Rows, ds.Columns = int(frames.shape[1]), int(frames.shape[2])
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.NumberOfFrames, ds.FrameTime, ds.FrameIncrementPointer = len(frames), round(frame_time_ms, 2), 0x00181063
+    ds.PixelData = np.ascontiguousarray(frames, dtype=np.uint8).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return str(ds.SeriesInstanceUID)

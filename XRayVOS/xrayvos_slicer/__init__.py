@@ -4,6 +4,7 @@
     segments   segmentation node <-> numpy label maps, segment metadata
     supports   the support segmentation sequence painted in the Segment Editor
     results    the result segmentation sequence written back after a run
+    dicom_export  a result as a DICOM SEG of the cine's DICOM, and a SEG back as a sequence
     export     frames and supports to a compact job folder for the worker
     worker_process  the background `python -m XRayVOSLib.worker` process (start, poll, cancel)
     logic      XRayVOSLogic, the API the widget and scripts use

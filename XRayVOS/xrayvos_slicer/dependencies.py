@@ -35,6 +35,7 @@ NETWORK_REQUIREMENTS = ["safetensors>=0.4"]
 READER_REQUIREMENTS = ["pydicom>=3.0", "pylibjpeg>=2.0", "pylibjpeg-libjpeg>=2.1", "pylibjpeg-openjpeg>=2.3",
                        "Pillow>=10"]
 VIDEO_REQUIREMENTS = ["av>=11"]
+SEG_REQUIREMENTS = ["highdicom>=0.28"]  # DICOM SEG export and import (XRayVOSLib.seg), on top of the readers
 # Fine-tuning (training loop, MONAI augmentation, validation metrics) on top of the network's needs.
 TRAINING_REQUIREMENTS = ["monai>=1.3", "tqdm>=4.60", "scipy>=1.10", "Pillow>=10"]
 SLICER_SHIPS = ["SimpleITK", "requests"]  # never reinstalled by pip here
@@ -148,6 +149,11 @@ def ensure_for(method: str, confirm: bool = True, read_files: bool = False, vide
                install_in_testing: bool = False) -> None:
     """Everything a run with `method` needs (and the cine readers if read_files)."""
     ensure(steps_for(method, read_files, video), confirm, install_in_testing)
+
+
+def ensure_for_dicom_seg(confirm: bool = True, install_in_testing: bool = False) -> None:
+    """Writing and reading DICOM SEGs: the DICOM readers (the source cine is opened) and highdicom."""
+    ensure(install_steps(READER_REQUIREMENTS + SEG_REQUIREMENTS, needs_torch=False), confirm, install_in_testing)
 
 
 def ensure_for_training(confirm: bool = True, install_in_testing: bool = False) -> None:

@@ -18,6 +18,9 @@ carries (model None = the bundled model). The result sequence records the settin
 (XRayVOS.Method, .Model, .Device, .Window, .MemoryEvery, .Decision, .Threshold (decision "threshold"
 only), .TemporalBlend, .SupportWarp, .Seconds).
 
+DICOM SEG (see dicom_export): logic.export_dicom_seg(browser, supportSegmentation, "run_seg.dcm") writes the
+result as a SEG of the cine's DICOM; logic.load_dicom_seg(browser, "run_seg.dcm") reads one back.
+
 Needs only the MRML libraries (works with the slicer-core wheel); the scene defaults to slicer.mrmlScene.
 """
 
@@ -35,7 +38,7 @@ import slicer
 from XRayVOSLib.events import EXIT_CANCELLED, EXIT_OK
 from XRayVOSLib.settings import RunSettings
 
-from . import export, results, sequences, supports
+from . import dicom_export, export, results, sequences, supports
 from .worker_process import WorkerProcess, worker_environment
 
 RUNNING, DONE, FAILED, CANCELLED = "running", "done", "failed", "cancelled"
@@ -335,6 +338,35 @@ class XRayVOSLogic:
         first = sequence.GetNthDataNode(0).GetSegmentation()
         return labels, [first.GetSegment(sid).GetName() for sid in ids]
 
+
+    # -- DICOM SEG -------------------------------------------------------------------------------------------
+    def export_dicom_seg(self, cine, node, out_path: str | Path, series_description: str = "XRayVOS segmentation",
+                         database: Any = None) -> dicom_export.SegExport:
+        """The result of `node` (a support or result sequence, or the proxy segmentation of either) as a DICOM
+        SEG of the cine's DICOM images at out_path; inserted into Slicer's DICOM database when the cine came from
+        it. database: what answers fileForInstance / insert (default: Slicer's, where one is open)."""
+        browser, _ = self.resolve_cine(cine)
+        result = self._result_of(browser, cine, node)
+        return dicom_export.export_result(browser, result, out_path, database, series_description)
+
+    def load_dicom_seg(self, cine, seg_path: str | Path, database: Any = None) -> Any:
+        """A DICOM SEG of the cine (export_dicom_seg, `xrayvos export-seg`) -> a new result segmentation sequence
+        synchronised with it; an InputError names a SEG of another cine."""
+        browser, sequence = self.resolve_cine(cine)
+        return dicom_export.load_seg(self.scene, browser, sequence, seg_path, database)
+
+    def _result_of(self, browser: "slicer.vtkMRMLSequenceBrowserNode", cine, node) -> Any:
+        if node is None:
+            raise ValueError("no support segmentation selected")
+        sequence = node if node.IsA("vtkMRMLSequenceNode") else (
+            browser.GetSequenceNode(node) if browser.IsProxyNodeID(node.GetID()) else None)
+        if sequence is not None and sequence.GetAttribute(sequences.ROLE_ATTRIBUTE) == results.ROLE:
+            return sequence
+        support = sequence if sequence is not None else self.existing_support(cine, node)
+        result = results.find_result_sequence(browser, support) if support is not None else None
+        if result is None:
+            raise ValueError(f"{node.GetName()!r} has no XRayVOS result yet: Propagate first")
+        return result
 
 def result_attributes(settings: RunSettings, model: str | None, seconds: float | None) -> dict[str, Any]:
     """What a result sequence records about its run; None removes an attribute left by an earlier run."""

@@ -3,7 +3,8 @@
 One item per cine frame at the cine's own index values, with the support's segments (IDs, names,
 colours, terminology). Support frames are copies of the support items, never predictions. A re-run
 replaces the earlier result computed from the same support sequence (found through its node
-references), and never touches the support sequence itself.
+references), and never touches the support sequence itself. A sequence read from a DICOM SEG
+(dicom_export) is written the same way, without a support reference.
 """
 
 from __future__ import annotations
@@ -54,7 +55,20 @@ def write_result(scene: "slicer.vtkMRMLScene", browser: "slicer.vtkMRMLSequenceB
     `originals` maps support frames to the segmentations painted there (see snapshot_supports); those
     frames are stored as painted, whatever `labels` holds. The result belongs to the support's cine.
     """
-    cine = cine_of(browser, support)
+    return write_sequence(scene, browser, cine_of(browser, support), labels, infos, originals, attributes, name,
+                          find_result_sequence(browser, support), support)
+
+
+def write_sequence(scene: "slicer.vtkMRMLScene", browser: "slicer.vtkMRMLSequenceBrowserNode",
+                   cine: "slicer.vtkMRMLSequenceNode", labels: np.ndarray, infos: Sequence[S.SegmentInfo],
+                   originals: Mapping[int, "slicer.vtkMRMLSegmentationNode"],
+                   attributes: Mapping[str, Any] | None = None, name: str | None = None,
+                   sequence: "slicer.vtkMRMLSequenceNode | None" = None,
+                   support: "slicer.vtkMRMLSequenceNode | None" = None) -> "slicer.vtkMRMLSequenceNode":
+    """A result-role segmentation sequence of `cine`: `sequence` replaced in place, or a new one.
+
+    support: the support sequence it was computed from (None for one read from a DICOM SEG, see dicom_export).
+    """
     labels = np.asarray(labels)
     if labels.ndim != 3 or labels.shape[0] != cine.GetNumberOfDataNodes():
         raise ValueError(f"result of shape {labels.shape} does not fit a cine of {cine.GetNumberOfDataNodes()} frames")
@@ -74,7 +88,6 @@ def write_result(scene: "slicer.vtkMRMLScene", browser: "slicer.vtkMRMLSequenceB
         item.SetAttribute(ROLE_ATTRIBUTE, ROLE)  # the browser copies item attributes onto the proxy
         built.append(item)
 
-    sequence = find_result_sequence(browser, support)
     created = sequence is None
     if created:
         sequence = new_sequence_like(cine, scene.GenerateUniqueName(name or f"{cine.GetName()} XRayVOS"))
@@ -97,7 +110,8 @@ def write_result(scene: "slicer.vtkMRMLScene", browser: "slicer.vtkMRMLSequenceB
     if created:
         scene.AddNode(sequence)
         sequence.SetNodeReferenceID(CINE_REFERENCE, cine.GetID())
-        sequence.SetNodeReferenceID(SUPPORT_REFERENCE, support.GetID())
+        if support is not None:
+            sequence.SetNodeReferenceID(SUPPORT_REFERENCE, support.GetID())
         if sequence.GetStorageNode() is None:
             sequence.AddDefaultStorageNode()
         browser.AddSynchronizedSequenceNode(sequence)
