@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, str] = {
     "demo": "XRayVOSLib.cli.demo_cmd",
     "synth": "XRayVOSLib.cli.synth_cmd",
     "propagate": "XRayVOSLib.cli.propagate_cmd",
+    "batch": "XRayVOSLib.cli.batch_cmd",
     "bench": "XRayVOSLib.cli.bench_cmd",
     "eval": "XRayVOSLib.cli.eval_cmd",
     "evaluate": "XRayVOSLib.cli.evaluate_cmd",
