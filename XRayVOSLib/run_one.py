@@ -31,12 +31,15 @@ import numpy as np
 from XRayVOSLib import __version__
 from XRayVOSLib.errors import CancelledError, InputError
 from XRayVOSLib.outputs import OutputFolder, ResultKind, check_file_target, write_json_atomic
+from XRayVOSLib.propagation.result_files import RESULT_FILES, ResultFiles, resume_cache
 from XRayVOSLib.propagation.validate import check_cine, check_supports
 from XRayVOSLib.runtime import cancel_on_signals, peak_memory_mb
 from XRayVOSLib.settings import RunSettings
 
-# An earlier result of `propagate`, which a new run into the same folder replaces (and nothing else).
-PROPAGATE_RESULT = ResultKind("run.json", ("xrayvos_version", "frames", "supports", "settings"), (r"\d{5,}\.png",))
+# An earlier result of `propagate`, which a new run into the same folder replaces (and nothing else); the PNGs'
+# pattern first (batch.runner counts frames with it), then confidence.csv and the pass cache (result_files.py).
+PROPAGATE_RESULT = ResultKind("run.json", ("xrayvos_version", "frames", "supports", "settings"),
+                              (r"\d{5,}\.png", *RESULT_FILES))
 
 # read_cine's source kinds a DICOM SEG can reference (XRayVOSLib/seg/source.py)
 DICOM_SOURCES = ("dicom-multiframe", "dicom-folder")
@@ -164,13 +167,15 @@ def fingerprint(cine: str | Path, specs: list[str], settings: RunSettings, model
 def run_to_folder(cine_path: str | Path, specs: list[str], out: str | Path, settings: RunSettings,
                   model: str | Path | None, *, build: BuildFn, progress: ProgressFn | None = None,
                   cancel: threading.Event | None = None, on_started: Callable[..., None] | None = None,
-                  dicom_seg: str | Path | None = None, model_sha256: str | None = None) -> tuple[Path, dict]:
+                  dicom_seg: str | Path | None = None, model_sha256: str | None = None,
+                  resume_from: str | Path | None = None) -> tuple[Path, dict]:
     """Propagate `specs` (T:MASK) through the cine into the result folder `out`; returns the folder's absolute
     path and run.json's record.
 
     Raises InputError / OutputError (one line) on bad input, RunCancelled on a cancel (SIGINT, SIGTERM in the
     main thread, or `cancel` set); in every such case `out` is as it was. on_started(method=, frames=,
-    supports=, device=) is called once the method is built."""
+    supports=, device=) is called once the method is built. resume_from: an earlier result whose pass cache
+    the run reads back (default: `out`'s own, when it is an earlier result with one; result_files.py)."""
     from XRayVOSLib.io import read_cine
 
     started = time.perf_counter()
@@ -180,6 +185,7 @@ def run_to_folder(cine_path: str | Path, specs: list[str], out: str | Path, sett
         check_file_target(dicom_seg, "--dicom-seg")
     # Claimed (checked and locked) before any input is read, so a second run into OUT is refused at once.
     with OutputFolder(out, PROPAGATE_RESULT, "--out", protect=[cine_path, *masks]) as folder:
+        resume = resume_cache(folder.path, resume_from)
         cine = read_cine(cine_path)
         check_cine(cine.frames, name=str(cine.path))
         if dicom_seg and cine.source_kind not in DICOM_SOURCES:
@@ -195,7 +201,8 @@ def run_to_folder(cine_path: str | Path, specs: list[str], out: str | Path, sett
                 on_started(method=settings.method, frames=num_frames, supports=sorted(supports),
                            device=fields["device"])
             try:
-                seconds = _propagate(method, cine.frames, supports, folder.stage(), progress, cancel, fields)
+                seconds, review = _propagate(method, cine.frames, supports, folder.stage(), progress, cancel, fields,
+                                             resume)
             except (CancelledError, KeyboardInterrupt):
                 raise RunCancelled(caught[0] if caught else None, folder.path) from None
         record = {
@@ -210,6 +217,7 @@ def run_to_folder(cine_path: str | Path, specs: list[str], out: str | Path, sett
             "fps": round((num_frames - len(supports)) / seconds, 3) if seconds > 0 else None,
             "peak_memory_mb": _round(peak_memory_mb(fields["device"])),
             "fingerprint": prints,
+            **review,  # "confidence" and "incremental" (result_files.ResultFiles.finish)
             "xrayvos_version": __version__,
         }
         write_json_atomic(folder.stage() / "run.json", record)  # last: a result folder always has a complete one
@@ -221,21 +229,22 @@ def run_to_folder(cine_path: str | Path, specs: list[str], out: str | Path, sett
     return folder.path, record
 
 
-def propagate_to_folder(method: Any, frames: Any, supports: dict, out_dir: Path,
-                        progress: ProgressFn | None, cancel: threading.Event) -> int:
-    """Run the method, writing OUT_DIR/%05d.png as frames finish; returns the number of PNGs written."""
+def propagate_to_folder(method: Any, frames: Any, supports: dict, out_dir: Path, progress: ProgressFn | None,
+                        cancel: threading.Event, resume: Path | None = None) -> tuple[int, dict]:
+    """Run the method, writing OUT_DIR/%05d.png as frames finish, then confidence.csv and the pass cache
+    (passes read back from the cache folder `resume`); returns (PNGs written, run.json's review fields)."""
     from XRayVOSLib.io import write_mask_sequence
 
-    written = 0
-    for t, labels in method.iter_propagate(frames, supports, progress=progress, cancel=cancel):
-        write_mask_sequence(out_dir, np.asarray(labels)[None], start=t)
-        written += 1
-    return written
+    files = ResultFiles(out_dir, resume)
+    for r in method.iter_frames(frames, supports, progress=progress, cancel=cancel, store=files.store):
+        write_mask_sequence(out_dir, np.asarray(r.labels)[None], start=r.t)
+        files.add(r)
+    return len(files.results), files.finish(method, supports)
 
 
 def _propagate(method: Any, frames: Any, supports: dict, staging: Path, progress: ProgressFn | None,
-               cancel: threading.Event, fields: dict) -> float:
-    """Seconds spent propagating into the staging folder."""
+               cancel: threading.Event, fields: dict, resume: Path | None) -> tuple[float, dict]:
+    """Seconds spent propagating into the staging folder, and run.json's review fields."""
     if fields["device"].startswith("cuda"):
         import torch
 
@@ -243,10 +252,10 @@ def _propagate(method: Any, frames: Any, supports: dict, staging: Path, progress
     t0 = time.perf_counter()
     if cancel.is_set():
         raise CancelledError("cancelled before propagation started")
-    written = propagate_to_folder(method, frames, supports, staging, progress, cancel)
+    written, review = propagate_to_folder(method, frames, supports, staging, progress, cancel, resume)
     if written != len(frames):
         raise RuntimeError(f"wrote {written} of {len(frames)} frames")
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, review
 
 
 def signal_name(signum: int | None) -> str:

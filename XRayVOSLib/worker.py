@@ -8,7 +8,11 @@ can kill it outright. The job is a small JSON file written beside its inputs (fo
      "supports": "supports.npz",      # one array per support frame, keyed by the frame index ("0", "17")
      "output": "labels.npy",          # where the [T, H, W] uint8 label maps go
      "model": null,                   # a model file; null = the shipped one
-     "settings": {...}}               # XRayVOSLib.settings.RunSettings.to_dict(), all keys or some
+     "settings": {...},               # XRayVOSLib.settings.RunSettings.to_dict(), all keys or some
+     "confidence": "confidence.npy",  # optional: where the [T, K] float32 estimated J goes (K = the objects
+                                      #   in id order; supports 1.0; NaN for a method no estimator was fitted for)
+     "cache": "cache/"}               # optional: a pass-cache folder, read back and rewritten in place, so a
+                                      #   re-run after a new or corrected support computes only what it changed
 
 Relative paths are resolved against the job file's folder. The settings start from the model's own
 (RunSettings.from_model: the defaults overlaid with what the model file carries); the job's keys override
@@ -17,7 +21,9 @@ before torch is loaded. stdout carries the JSON event lines of XRayVOSLib.events
 
     {"event": "started", "method": ..., "frames": T, "supports": [...], "device": ..., "settings": {...}}
     {"event": "progress", "done": d, "total": n}
-    {"event": "done", "output": "/abs/labels.npy", "seconds": s, "torch_loaded": false}
+    {"event": "done", "output": "/abs/labels.npy", "seconds": s, "torch_loaded": false,
+     "confidence": "/abs/confidence.npy" or null, "objects": [1, 2], "estimator": "network+fusion-v1" or null,
+     "supports": [0, 17], "incremental": {"computed": n, "reused": m, ..., "cache": "..."} or null}
     {"event": "error", "message": "..."}   or   {"event": "cancelled", "done": d, "total": n}
 
 Exit status as in XRayVOSLib.events: 0 done, 1 unexpected failure (traceback on stderr), 2 bad input (one
@@ -54,7 +60,7 @@ from XRayVOSLib.runtime import cancel_on_signals
 from XRayVOSLib.settings import RunSettings
 
 JOB_VERSION = 2
-JOB_KEYS = ("version", "frames", "supports", "output", "model", "settings")
+JOB_KEYS = ("version", "frames", "supports", "output", "model", "settings", "confidence", "cache")
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,8 @@ class Job:
     output: Path
     model: str | None
     settings: RunSettings
+    confidence: Path | None  # where the estimated J [T, K] float32 goes (.npy), or None
+    cache: Path | None  # the pass-cache folder, or None
 
 
 def load_job(path: Path) -> Job:
@@ -94,7 +102,17 @@ def load_job(path: Path) -> Job:
     model = str(base / model) if model else None
     # The model's carried settings first, then the job's: a partial settings object changes only what it names.
     settings = RunSettings.from_dict(job.get("settings", {}), source=str(path), base=RunSettings.from_model(model))
-    return Job(base / job["frames"], base / job["supports"], base / job["output"], model, settings)
+    output = base / job["output"]
+    confidence, cache = (_optional_name(path, job, key) for key in ("confidence", "cache"))
+    return Job(base / job["frames"], base / job["supports"], output, model, settings,
+               base / confidence if confidence else None, base / cache if cache else None)
+
+
+def _optional_name(path: Path, job: dict, key: str) -> str | None:
+    value = job.get(key)
+    if value is not None and (not isinstance(value, str) or not value):
+        raise InputError(f"{path}: {key} must be null or a file name, got {value!r}")
+    return value
 
 
 def load_frames(path: Path) -> np.ndarray:
@@ -127,6 +145,11 @@ def save_labels(labels: np.ndarray, path: Path) -> None:
         np.save(handle, labels, allow_pickle=False)
 
 
+def save_confidence(confidence: np.ndarray, path: Path) -> None:
+    with atomic_open(path, durable=True) as handle:
+        np.save(handle, np.asarray(confidence, dtype=np.float32), allow_pickle=False)
+
+
 class _Progress:
     """Reports progress lines and remembers the last one (for the "cancelled" line); also hosts the test
     hooks (delay, injected failure)."""
@@ -150,6 +173,8 @@ def run(job_path: Path, cancel: threading.Event, progress: _Progress) -> int:
     started = time.monotonic()
     job = load_job(job_path)
     check_file_target(job.output, f"{job_path}: output")  # before the run, which an unwritable output would waste
+    if job.confidence is not None:
+        check_file_target(job.confidence, f"{job_path}: confidence")
     frames = check_frames(load_frames(job.frames), str(job.frames))
     supports = load_supports(job.supports)
     try:
@@ -164,12 +189,22 @@ def run(job_path: Path, cancel: threading.Event, progress: _Progress) -> int:
     method = make_method(settings, job.model)
     if cancel.is_set():
         raise CancelledError("cancelled before propagation started")
-    labels = np.asarray(method.propagate(frames, supports, progress=progress, cancel=cancel))
+    result = method.propagate_result(frames, supports, progress=progress, cancel=cancel, cache=job.cache)
+    labels = np.asarray(result.labels)
     if labels.shape != frames.shape:
         raise RuntimeError(f"method {settings.method!r} returned shape {labels.shape}, expected {frames.shape}")
-    save_labels(labels.astype(np.uint8, copy=False), job.output)
+    if job.confidence is not None:
+        save_confidence(result.confidence, job.confidence)
+    try:
+        save_labels(labels.astype(np.uint8, copy=False), job.output)
+    except BaseException:
+        if job.confidence is not None:
+            job.confidence.unlink(missing_ok=True)  # no half result: the confidence goes with the labels
+        raise
     emit("done", output=str(job.output), seconds=round(time.monotonic() - started, 3),
-         torch_loaded="torch" in sys.modules)
+         torch_loaded="torch" in sys.modules, confidence=str(job.confidence) if job.confidence else None,
+         objects=result.object_ids,
+         estimator=result.estimator, supports=result.support_frames, incremental=result.steps or None)
     return EXIT_OK
 
 

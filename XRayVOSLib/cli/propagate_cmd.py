@@ -8,14 +8,18 @@ Output
                        resolved), model ("untrained", a path, or null for the baselines), model_trained,
                        seconds, fps (non-support frames / seconds), peak_memory_mb, fingerprint (what
                        `xrayvos batch` compares to skip a complete run: XRayVOSLib/run_one.py), xrayvos_version.
+    OUT_DIR/confidence.csv, run.json "confidence" / "incremental", OUT_DIR/.pass-cache/: the estimated J
+                       of every frame and object, the review order, and the pass cache that the next run
+                       into OUT_DIR (or one given --resume-from OUT_DIR) reads back, recomputing only the
+                       passes a changed support touches (XRayVOSLib/propagation/result_files.py, cache.py).
 The run itself is XRayVOSLib.run_one.run_to_folder, which every run of `xrayvos batch` calls too.
 
-OUT_DIR is owned by the run (XRayVOSLib.outputs.OutputFolder): it must be new, empty, or an earlier result
-of `propagate` (run.json and %05d.png only), which is replaced completely; anything else is refused, as is
-an OUT_DIR holding the input or a support mask. A second run into OUT_DIR while one writes is refused (a
-lock). Every output location is checked before the cine is read; the frames are written into a staging
-folder beside OUT_DIR that takes its place only when the run has finished, so a failed or cancelled run
-(full disk, Ctrl-C) leaves OUT_DIR exactly as it was and never a mix of two runs.
+OUT_DIR is owned by the run (XRayVOSLib.outputs.OutputFolder): it must be new, empty, or an earlier result of
+`propagate` (run.json, %05d.png, confidence.csv, .pass-cache/ only), which is replaced completely; anything
+else is refused, as is an OUT_DIR holding the input or a support mask. A second run into OUT_DIR while one
+writes is refused (a lock). Every output location is checked before the cine is read; the frames are written
+into a staging folder beside OUT_DIR that takes its place only when the run has finished, so a failed or
+cancelled run (full disk, Ctrl-C) leaves OUT_DIR exactly as it was and never a mix of two runs.
 
 Cancelling: Ctrl-C (SIGINT) or SIGTERM stops within one frame and exits 130; nothing of the run is kept.
 
@@ -90,7 +94,7 @@ def _run(args: argparse.Namespace) -> int:
     try:  # the bar is closed however this ends, so an error message never lands on it
         out, record = run_to_folder(args.input, args.support, args.out, settings, args.model, progress=progress,
                                build=lambda s: build_method(s, args.model), on_started=started,
-                               dicom_seg=args.dicom_seg)
+                               dicom_seg=args.dicom_seg, resume_from=args.resume_from)
     except RunCancelled as cancelled:
         progress.close()
         if args.progress_json:
@@ -106,6 +110,13 @@ def _run(args: argparse.Namespace) -> int:
     elif not args.quiet:
         print(f"wrote {record['frames']} masks and run.json to {out} ({record['fps']} frames/s, {settings.method})")
     return 0
+
+
+def add_review_options(parser: argparse.ArgumentParser) -> None:
+    """Incremental re-propagation (issue 22): which earlier result's pass cache the run reads back."""
+    parser.add_argument("--resume-from", metavar="DIR",
+                        help="an earlier result of propagate on this cine: its passes that no support change "
+                             "touches are read back instead of computed (default: OUT_DIR itself when it is one)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -124,6 +135,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="frame index and label-map mask (PNG, NRRD, NPY); repeat for several frames")
     parser.add_argument("--out", required=True, metavar="OUT_DIR", help="folder for %%05d.png masks and run.json")
     add_settings_options(parser)
+    add_review_options(parser)
     parser.add_argument("--dicom-seg", metavar="OUT.dcm",
                         help="also write the result as a DICOM Segmentation of the (DICOM) input")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary line")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import torch
 
 from XRayVOSLib.errors import InputError
-from XRayVOSLib.inference.engine import InferenceCore
+from XRayVOSLib.inference.engine import AUTO_ACCELERATE_MIN_STEPS, InferenceCore
 from XRayVOSLib.model.checkpoint import load_checkpoint
 from XRayVOSLib.model.config import ModelConfig
 from XRayVOSLib.model.network import LocalMatchingNetwork
@@ -48,6 +49,31 @@ class Propagator(PassMethod):
 
     def stepper(self) -> InferenceCore:
         return self.engine
+
+    def confidence_profile(self) -> str:
+        """local and global share one estimator: the signals are the pipeline's, not the matching's."""
+        return "network+fusion" if any(w > 0 for w in self.fusion) else "network"
+
+    def cache_identity(self, total_steps: int) -> dict[str, Any]:
+        """What a cached pass of this network depends on: the settings, the weights, and the numerics (device,
+        TorchScript on or off: it folds the BatchNorms, which changes the last bits)."""
+        mode = self.engine.accelerate
+        accelerated = (mode is True or (mode == "auto" and total_steps >= AUTO_ACCELERATE_MIN_STEPS)) \
+            and not self.engine.accel.broken
+        return {**super().cache_identity(total_steps), "settings": self.settings.to_dict(),
+                "model_sha256": self.weights_digest(), "device": str(self.device), "accelerated": bool(accelerated),
+                "torch": torch.__version__}
+
+    def weights_digest(self) -> str:
+        """sha256 of the network's tensors (names, shapes, values), once per propagator."""
+        if getattr(self, "_weights_digest", None) is None:
+            digest = hashlib.sha256()
+            for name, tensor in sorted(self.network.state_dict().items()):
+                value = tensor.detach().cpu().contiguous()
+                digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
+                digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+            self._weights_digest = digest.hexdigest()
+        return self._weights_digest
 
     @classmethod
     def load(cls, model: str | Path | LocalMatchingNetwork | None = None, settings: RunSettings | None = None,
