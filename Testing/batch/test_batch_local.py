@@ -4,6 +4,7 @@ bad inputs recorded without stopping the others, resume after a fix and after th
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -115,3 +116,28 @@ def test_killed_mid_run_the_rerun_completes_only_the_missing_runs(tmp_path: Path
     after = stamps(out)
     assert {k: after[k] for k in complete} == complete and len(after) == 6
     assert leftovers(out) == []
+
+
+def test_ctrl_c_cancels_keeps_the_finished_runs_and_exits_130(tmp_path: Path) -> None:
+    """SIGINT to the whole process group, as Ctrl-C in a terminal sends it: the driver cancels, the workers
+    leave it to the driver (no traceback), the summary keeps what finished and marks the rest cancelled."""
+    manifest = write_csv(tmp_path / "cohort.csv", make_cohort(tmp_path, 4, frames=40, size=128, gt=False))
+    out = tmp_path / "out"
+    proc = subprocess.Popen(batch_command(manifest, out, "--workers", "1", "--method", "flow"), env=child_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not list(out.glob("*/run.json")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        stop_group(proc)  # the group is gone already; this only waits for that (or cleans up a failure)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    rows = summary(out)
+    complete = set(stamps(out))
+    assert {i for i, r in rows.items() if r["status"] == "done"} <= complete
+    cancelled = {i for i, r in rows.items() if r["status"] == "cancelled"}
+    assert cancelled and cancelled | {i for i, r in rows.items() if r["status"] == "done"} == set(rows)
+    assert json.loads((out / "summary.json").read_text())["cancelled"] is True

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from XRayVOSLib.batch.manifest import RunSpec, read_manifest, runs_from_records
 from XRayVOSLib.batch.summary import BatchResult
-from XRayVOSLib.batch.task import failed_row, record_row, run_task
+from XRayVOSLib.batch.task import IgnoreInterrupt, failed_row, record_row, run_task
 from XRayVOSLib.errors import InputError
 from XRayVOSLib.run_one import PROPAGATE_RESULT, fingerprint, model_digest, model_path
 from XRayVOSLib.runtime import cancel_on_signals
@@ -172,17 +172,19 @@ def _connect(client: Any, scheduler: str | None, workers: int, dashboard: bool) 
     # a worker that dies takes one run with it and a long cine does not hold a short one back.
     with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=":8787" if dashboard else None, env=_thread_env(workers))
+                               dashboard_address=":8787" if dashboard else None, env=_thread_env())
     with cluster, Client(cluster) as own:
+        own.register_plugin(IgnoreInterrupt())
         yield own, {"cluster": "local", "scheduler": cluster.scheduler_address, "workers": workers}
 
 
-def _thread_env(workers: int) -> dict[str, str]:
-    """The cores shared out between the workers, for torch (OpenMP) and OpenCV (DIS flow) alike: Dask's nanny
-    sets OMP_NUM_THREADS=1 but not OpenCV's pool, which would start one thread per core in every worker."""
-    share = str(max(1, cpu_cores() // workers))
-    return {name: share for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                     "OPENCV_FOR_THREADS_NUM")}
+def _thread_env() -> dict[str, str]:
+    """One thread per worker for torch (OpenMP, MKL, OpenBLAS) and OpenCV (DIS flow) alike, unless the user set
+    a count in the environment: the workers are the parallelism. Dask's nanny sets OMP_NUM_THREADS=1 but not
+    OpenCV's pool, which starts a thread per core in every worker; and a 2-thread MKL/OpenBLAS called from a
+    worker's task thread ran a 30-frame run in 45-74 s instead of 3-3.5 s on a busy 2-core machine."""
+    return {name: os.environ.get(name, "1") for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                                         "OPENBLAS_NUM_THREADS", "OPENCV_FOR_THREADS_NUM")}
 
 
 def _describe(client: Any, info: dict, dashboard: bool, log: LogFn) -> None:

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import threading
 from pathlib import Path
 from typing import Any
+
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from XRayVOSLib.batch.manifest import RunSpec
 from XRayVOSLib.errors import InputError, XRayVOSError
@@ -36,6 +39,18 @@ def cached_method(settings: RunSettings, model: str | None) -> tuple[Any, dict]:
         with _LOCK:
             LOADS["count"] += 1
     return methods[key]
+
+
+class IgnoreInterrupt(WorkerPlugin):
+    """For the embedded cluster's workers: Ctrl-C in a terminal reaches every process of its group, and the
+    driver alone handles it (cancels the batch, closes the cluster) instead of each worker dying with a
+    KeyboardInterrupt traceback. setup runs on the worker's event loop, in its main thread."""
+
+    name = "xrayvos-ignore-interrupt"
+
+    def setup(self, worker: Any) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def loads() -> int:
@@ -113,4 +128,4 @@ def score_run(spec: RunSpec, out: Path) -> dict[str, float | None]:
     return {name: round(v, 6) if math.isfinite(v) else None for name, v in zip(("J", "F", "J&F"), means)}
 
 
-__all__ = ["cached_method", "failed_row", "loads", "record_row", "run_task", "score_run"]
+__all__ = ["IgnoreInterrupt", "cached_method", "failed_row", "loads", "record_row", "run_task", "score_run"]
