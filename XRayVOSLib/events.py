@@ -23,9 +23,11 @@ from typing import Any
 EXIT_OK = 0  # done: every output written
 EXIT_FAILED = 1  # an unexpected failure (a bug): traceback on stderr
 EXIT_INPUT = 2  # bad input, a bad option, or an OS error (unwritable folder, full disk): one line on stderr
+EXIT_SOME_FAILED = 3  # `xrayvos batch`: some runs failed (recorded in summary.csv), every other run is complete
 EXIT_CANCELLED = 130  # cancelled by a signal or the caller; complete outputs only, never a partial result file
 
-EXIT_CODES = {EXIT_OK: "done", EXIT_FAILED: "failed", EXIT_INPUT: "bad input", EXIT_CANCELLED: "cancelled"}
+EXIT_CODES = {EXIT_OK: "done", EXIT_FAILED: "failed", EXIT_INPUT: "bad input",
+              EXIT_SOME_FAILED: "some runs of a batch failed", EXIT_CANCELLED: "cancelled"}
 __doc__ = (__doc__ or "") + "".join(f"    {code:<4} {what}\n" for code, what in EXIT_CODES.items())
 
 
@@ -35,4 +37,4 @@ def emit(event: str, **fields: Any) -> None:
     sys.stdout.flush()
 
 
-__all__ = ["EXIT_CANCELLED", "EXIT_CODES", "EXIT_FAILED", "EXIT_INPUT", "EXIT_OK", "emit"]
+__all__ = ["EXIT_CANCELLED", "EXIT_CODES", "EXIT_FAILED", "EXIT_INPUT", "EXIT_OK", "EXIT_SOME_FAILED", "emit"]

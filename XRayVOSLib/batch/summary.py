@@ -17,14 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from XRayVOSLib.events import EXIT_CANCELLED, EXIT_OK
+from XRayVOSLib.events import EXIT_CANCELLED, EXIT_OK, EXIT_SOME_FAILED
 from XRayVOSLib.outputs import write_json_atomic, write_text_atomic
 
 COLUMNS = ("id", "status", "frames", "objects", "seconds", "fps", "J", "F", "J&F", "error")
 STATUSES = ("done", "skipped", "failed", "cancelled")
 # Some runs failed (or were cancelled by a worker's death), the others are complete: the batch's own code,
 # distinct from 2 (the manifest or an option was refused and nothing ran) and 1 (a bug).
-EXIT_SOME_FAILED = 3
 
 
 @dataclass
