@@ -13,7 +13,7 @@ from XRayVOSLib.errors import InputError, ModelError
 from XRayVOSLib.model.checkpoint import save_checkpoint
 from XRayVOSLib.model.network import LocalMatchingNetwork
 from XRayVOSLib.training.config import LossConfig, TrainConfig
-from XRayVOSLib.training.loop import build_network
+from XRayVOSLib.training.loop import build_dataset, build_network
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "models" / "recipe"
@@ -92,6 +92,7 @@ def _downgrade(path: Path) -> Path:
     ({"freeze_trunk": "yes"}, "freeze_trunk must be true or false"),
     ({"augment": "heavy"}, "augment must be one of none, weak, strong, got 'heavy'"),
     ({"matching": "flow"}, "matching must be one of local, global"),
+    ({"synth_generator": "v3"}, "synth_generator must be v1 or v2, got 'v3'"),
     ({"window": 4}, "setting window must be a positive odd number"),
     ({"losses": []}, "losses must be a JSON object"),
     ({"losses": {"bootstrap_top_p": 0}}, r"losses.bootstrap_top_p must be a number in \(0, 1\]"),
@@ -116,3 +117,14 @@ def test_train_cli_range_checks_are_one_line(tmp_path: Path, capsys) -> None:
     assert cli_main(["train", "--config", str(tmp_path / "list.json")]) == 2
     assert "list.json must be a JSON object, got list" in capsys.readouterr().err
     assert not out_dir.exists()
+
+
+def test_on_the_fly_synthetic_data_uses_the_configured_generator() -> None:
+    """synth_generator "v2" draws v2 cines (3D anatomy, contrast filling) for training; "v1" stays the default."""
+    from XRayVOSLib.synth import SynthConfig, SynthV2Config
+
+    v1 = build_dataset(TrainConfig(data="synthetic", size=64, synthetic_length=2))
+    v2 = build_dataset(TrainConfig(data="synthetic", size=64, synthetic_length=2, synth_generator="v2"))
+    assert type(v1.synth_config) is SynthConfig and type(v2.synth_config) is SynthV2Config
+    first, second = v1[0], v2[0]
+    assert first["frames"].shape == second["frames"].shape and not torch.equal(first["frames"], second["frames"])

@@ -68,6 +68,7 @@ class TrainConfig:
     num_workers: int = 1
     loader_refresh: int = 200  # steps per DataLoader pass (the skip curriculum updates between passes)
     synth_frames: int = 16  # frames per on-the-fly synthetic cine (bounds the usable skip)
+    synth_generator: str = "v1"  # which generator draws them (XRayVOSLib.synth.GENERATORS)
     seed: int = 0
     device: str = "auto"
     amp: bool = True  # fp16 autocast on CUDA (ignored on CPU)
@@ -95,6 +96,8 @@ class TrainConfig:
         _check_number(source, "weight_decay", self.weight_decay, 0.0, "a number >= 0")
         for name in ("freeze_trunk", "amp"):
             _check_bool(source, name, getattr(self, name))
+        if self.synth_generator not in ("v1", "v2"):  # XRayVOSLib.synth.GENERATORS, not imported: it needs cv2
+            raise InputError(f"{source}: synth_generator must be v1 or v2, got {self.synth_generator!r}")
         if self.matching not in NETWORK_METHODS:
             raise InputError(f"{source}: matching must be one of {', '.join(NETWORK_METHODS)}, got {self.matching!r}")
         if self.augment not in AUGMENT_STRENGTHS:

@@ -52,13 +52,14 @@ def build_network(config: TrainConfig) -> tuple[LocalMatchingNetwork, dict[str, 
 
 
 def build_dataset(config: TrainConfig) -> Dataset:
+    from XRayVOSLib.synth import config_for
     from XRayVOSLib.training.data import DavisClipDataset, SyntheticClipDataset
 
     size = (config.size, config.size)
     if config.data == "synthetic":
         return SyntheticClipDataset(config.synthetic_length, size=size, clip_length=config.clip_length,
                                     max_objects=config.max_objects, seed=config.seed, augment=config.augment,
-                                    synth_frames=config.synth_frames)
+                                    synth_frames=config.synth_frames, synth_config=config_for(config.synth_generator))
     dataset = DavisClipDataset(config.data, size=size, clip_length=config.clip_length, max_objects=config.max_objects,
                                augment=config.augment, pseudo_root=config.pseudo_root, seed=config.seed,
                                max_skip=config.max_skip)
