@@ -220,7 +220,8 @@ def test_a_second_run_replaces_an_earlier_longer_result_completely(cine: dict, t
     assert len(list(out.glob("*.png"))) == 8
     proc = propagate(cine["c5"], "--support", f"0:{cine['m0']}", "--out", out, "--method", "copy", "--quiet")
     assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in out.iterdir()) == [f"{t:05d}.png" for t in range(5)] + ["run.json"]
+    # the new run's frames only (beside them run.json and the run's confidence and pass cache)
+    assert sorted(p.name for p in out.glob("*.png")) == [f"{t:05d}.png" for t in range(5)]
     assert json.loads((out / "run.json").read_text())["frames"] == 5
     assert leftovers(tmp_path) == []
 
@@ -298,7 +299,7 @@ def test_two_concurrent_propagate_processes_into_one_folder(cine: dict, tmp_path
     rest, err = first.communicate(timeout=180)
     assert first.returncode == 0, err
     assert json.loads(rest.splitlines()[-1])["event"] == "done"
-    assert sorted(p.name for p in out.iterdir()) == [f"{t:05d}.png" for t in range(40)] + ["run.json"]
+    assert sorted(p.name for p in out.glob("*.png")) == [f"{t:05d}.png" for t in range(40)]
     assert json.loads((out / "run.json").read_text())["settings"]["method"] == "flow"
     assert leftovers(tmp_path) == []
     again = propagate(cine["c5"], "--support", f"0:{cine['m0']}", "--out", out, "--method", "copy", "--quiet")

@@ -228,7 +228,7 @@ def test_sigterm_stops_cleanly_and_keeps_the_earlier_result(cine: dict, tmp_path
     out = tmp_path / "out"
     assert main(["propagate", str(cine["npy"]), "--support", f"0:{cine['m0']}", "--out", str(out), "--quiet",
                  "--method", "copy"]) == 0
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     real_emit = propagate_cmd.emit
 
     def emit(event: str, **fields) -> None:
@@ -240,7 +240,7 @@ def test_sigterm_stops_cleanly_and_keeps_the_earlier_result(cine: dict, tmp_path
     before_handler = signal.getsignal(signal.SIGTERM)
     rc = main(["propagate", str(long_cine), "--support", f"0:{cine['m0']}", "--out", str(out), "--progress-json"])
     assert rc == EXIT_CANCELLED == 130
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.npy", "out"]  # no staging folder, no lock
     captured = capsys.readouterr()
     events = [json.loads(line) for line in captured.out.splitlines()]
