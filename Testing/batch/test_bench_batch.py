@@ -24,8 +24,10 @@ def test_bench_batch_prints_the_loop_and_batch_throughput(tmp_path: Path) -> Non
     loop, batch = (next(line for line in lines if line.startswith(name)) for name in ("shell loop", "batch, 1 worker"))
     for line in (loop, batch):
         wall, runs_per_min, frames_per_s = (float(v) for v in line[26:].split()[:3])  # after the name column
-        assert wall >= 1  # wall is printed to 0.1 s: the rates agree with it to 6 %
-        assert runs_per_min == pytest.approx(60 * 2 / wall, rel=0.06)
-        assert frames_per_s == pytest.approx(8 / wall, rel=0.06)
+        assert wall > 0
+        # wall is printed to 0.1 s, so the rates agree with it within what that rounding allows
+        rel = 0.06 / wall + 0.01
+        assert runs_per_min == pytest.approx(60 * 2 / wall, rel=rel)
+        assert frames_per_s == pytest.approx(8 / wall, rel=rel)
     assert (tmp_path / "loop.sh").read_text().count(" propagate ") == 2
     assert sorted(p.name for p in (tmp_path / "batch1").iterdir()) == ["run0", "run1", "summary.csv", "summary.json"]
